@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * @file kms_config.h
+ * @brief kmsd / kmsctl configuration: one INI file (libinih), see
+ *        config/kms.conf.example for every key with its default.
+ *
+ * Unknown sections or keys and bad values are errors naming the file, the
+ * line and the reason. Command-line flags override file values.
+ */
+#ifndef KMS_CONFIG_H
+#define KMS_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KMS_CFG_STR 256
+
+struct kms_policy {
+	uint32_t reuse_max_deposits; /**< re-use K for at most N deposits; 0 = never re-use */
+	uint32_t reuse_max_age_s;    /**< ... and only while K is younger than T s */
+	uint32_t deposit_lifetime_s; /**< deposit expiry after creation */
+	uint32_t max_retrievals;     /**< RETRIEVEs allowed per deposit; 0 = unlimited */
+};
+
+struct kms_config {
+	/* [hsm] */
+	char module[KMS_CFG_STR];
+	char token_label[KMS_CFG_STR];
+	char kek_label[KMS_CFG_STR];
+	char pin_file[KMS_CFG_STR];   /**< empty: PIN from $KMS_PIN */
+	/* [store] */
+	char store_path[KMS_CFG_STR];
+	size_t map_size_mb;
+	/* [net] */
+	char io[16];                  /**< "socket" (DPDK mode: later issue) */
+	char listen[64];
+	uint16_t port;
+	unsigned workers;
+	unsigned batch;               /**< max requests per worker batch */
+	/* [security] */
+	uint32_t max_skew_s;
+	uint32_t replay_capacity;     /**< nonces remembered per worker */
+	/* [cache] */
+	uint32_t cache_keys;          /**< unwrapped keys cached per worker */
+	/* [crypto] */
+	char crypto_mode[16];         /**< "offload" */
+	/* [policy] */
+	struct kms_policy policy;
+	/* [log] */
+	char log_level[16];
+};
+
+/** Fill @p cfg with the defaults. */
+void kms_config_defaults(struct kms_config *cfg);
+
+/**
+ * Load @p path over the current values of @p cfg. On error writes
+ * "path:line: reason" into @p errbuf.
+ * @return KMS_OK, KMS_ERR_IO (cannot open), KMS_ERR_CONFIG.
+ */
+int kms_config_load(struct kms_config *cfg, const char *path, char *errbuf,
+		    size_t errlen);
+
+/** Set one "section.key" = value (used for command-line overrides).
+ *  @return KMS_OK or KMS_ERR_CONFIG (errbuf says why). */
+int kms_config_set(struct kms_config *cfg, const char *section,
+		   const char *key, const char *value, char *errbuf,
+		   size_t errlen);
+
+/** Cross-field checks (workers >= 1, batch 1..256, ...). */
+int kms_config_validate(const struct kms_config *cfg, char *errbuf,
+			size_t errlen);
+
+#endif /* KMS_CONFIG_H */

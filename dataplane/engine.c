@@ -1,0 +1,667 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The transaction engine (clause 7.4.3.3): DEPOSIT and RETRIEVE in batches.
+ *
+ * A batch runs in three phases:
+ *  1. read (an LMDB read transaction, no lock): parse, look up the parties,
+ *     open and compare both tokens, check the replay window, decide re-use
+ *     or a new K (the pair belongs to this worker, so nobody else changes
+ *     its record meanwhile), look up deposits;
+ *  2. write: one write transaction records every deposit, pair update,
+ *     retrieval count and audit record of the batch, then commits durably;
+ *  3. answer: seal each K under the requester's key, bound to its request.
+ * No reply that depends on phase 2 leaves before the commit returned.
+ */
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kms_crypto.h"
+#include "kms_engine.h"
+#include "kms_log.h"
+#include "kms_proto.h"
+#include "kms_replay.h"
+
+#define BATCH_MAX 256
+
+struct kms_engine {
+	struct kms_engine_config cfg;
+	const struct kms_crypto_ops *crypto;
+	struct kms_hsm *hsm;
+	struct kms_ks *ks;
+};
+
+/* Per-request state while a batch is in flight. */
+struct pending {
+	struct kms_req req;
+	uint8_t kind;              /* enum kms_req_kind */
+	uint16_t status;
+	uint8_t drop;              /* 1: no reply */
+	uint8_t write_pair;        /* deposit: pair record to store */
+	uint8_t audit_event;
+	uint32_t recip_gen;
+	struct kms_ckey *k_recip;  /* Ka (deposit) or Kb (retrieve) */
+	struct kms_ckey *k_k;      /* K */
+	uint8_t key_id[KMS_KEY_ID_LEN];
+	const char *actor;         /* who asked: AS id or B, points into dep */
+	uint8_t actor_len;
+	struct kms_pair pair;
+	struct kms_deposit dep;
+};
+
+struct kms_worker {
+	struct kms_engine *e;
+	unsigned id;
+	uint16_t seq;
+	struct kms_hsm_session *hsm;
+	void *crypto;
+	struct kms_replay *replay;
+	struct pending *pend;      /* BATCH_MAX entries */
+	struct kms_stats st;
+};
+
+/* Counters are written by their worker only and read by others: a relaxed
+ * atomic store of the incremented value is a plain store on x86. */
+#define STAT_ADD(w, field, n) \
+	__atomic_store_n(&(w)->st.field, (w)->st.field + (n), __ATOMIC_RELAXED)
+#define STAT_INC(w, field) STAT_ADD(w, field, 1)
+
+static uint64_t clock_ms(void *arg)
+{
+	struct timespec ts;
+
+	(void)arg;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
+		      struct kms_ks *ks, struct kms_engine **out)
+{
+	const struct kms_crypto_ops *ops = kms_crypto_find(cfg->crypto_mode);
+	struct kms_engine *e;
+
+	if (!ops) {
+		KMS_ERR("crypto mode '%s' is not available", cfg->crypto_mode);
+		return KMS_ERR_CONFIG;
+	}
+	if (cfg->nworkers == 0)
+		return KMS_ERR_INVAL;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return KMS_ERR_NOMEM;
+	e->cfg = *cfg;
+	if (!e->cfg.now_ms)
+		e->cfg.now_ms = clock_ms;
+	e->crypto = ops;
+	e->hsm = hsm;
+	e->ks = ks;
+	*out = e;
+	return KMS_OK;
+}
+
+void kms_engine_destroy(struct kms_engine *e)
+{
+	free(e);
+}
+
+unsigned kms_engine_worker_for(const struct kms_engine *e, const uint8_t *dgram,
+			       size_t len)
+{
+	uint8_t h[KMS_PAIR_HASH_LEN];
+	struct kms_id a, b;
+
+	if (e->cfg.nworkers == 1 || kms_req_peek_pair(dgram, len, &a, &b))
+		return 0;
+	kms_pair_hash(&a, &b, h);
+	return kms_pair_worker(h, e->cfg.nworkers);
+}
+
+int kms_worker_create(struct kms_engine *e, unsigned id, struct kms_worker **out)
+{
+	struct kms_worker *w = calloc(1, sizeof(*w));
+	int rc = KMS_ERR_NOMEM;
+
+	if (!w)
+		return KMS_ERR_NOMEM;
+	w->e = e;
+	w->id = id;
+	w->pend = calloc(BATCH_MAX, sizeof(*w->pend));
+	if (!w->pend)
+		goto err;
+	rc = kms_replay_create(e->cfg.replay_capacity, &w->replay);
+	if (rc)
+		goto err;
+	rc = kms_hsm_session_open(e->hsm, &w->hsm);
+	if (rc)
+		goto err;
+	rc = e->crypto->create(w->hsm, e->cfg.cache_keys, &w->crypto);
+	if (rc)
+		goto err;
+	*out = w;
+	return KMS_OK;
+err:
+	kms_worker_destroy(w);
+	return rc;
+}
+
+void kms_worker_destroy(struct kms_worker *w)
+{
+	if (!w)
+		return;
+	if (w->crypto)
+		w->e->crypto->destroy(w->crypto);
+	kms_hsm_session_close(w->hsm);
+	kms_replay_destroy(w->replay);
+	if (w->pend)
+		explicit_bzero(w->pend, BATCH_MAX * sizeof(*w->pend));
+	free(w->pend);
+	free(w);
+}
+
+static int id_eq(const struct kms_id *id, const char *s, uint8_t len)
+{
+	return id->len == len && !memcmp(id->p, s, len);
+}
+
+static void id_store(char *dst, uint8_t *dst_len, const struct kms_id *id)
+{
+	memcpy(dst, id->p, id->len);
+	*dst_len = id->len;
+}
+
+static int in_skew(const struct kms_engine *e, uint64_t ts, uint64_t now)
+{
+	uint64_t d = ts > now ? ts - now : now - ts;
+
+	return d <= e->cfg.max_skew_ms;
+}
+
+/* Find the party, check it is enrolled, active and of the right kind, and
+ * that the token names its current key generation. */
+static uint16_t party_check(struct kms_ks_txn *txn, const struct kms_id *id,
+			    uint8_t kind, const struct kms_token *tok,
+			    struct kms_party *out)
+{
+	int rc = kms_ks_party_get(txn, id, out);
+
+	if (rc == KMS_ERR_NOTFOUND)
+		return KMS_ST_UNKNOWN_PARTY;
+	if (rc)
+		return KMS_ST_STORE_FAILED;
+	if (out->status != KMS_PARTY_ACTIVE)
+		return KMS_ST_PARTY_REVOKED;
+	if (out->kind != kind)
+		return KMS_ST_WRONG_ROLE;
+	if (tok->gen != out->gen)
+		return KMS_ST_AUTH_FAILED;
+	return KMS_ST_OK;
+}
+
+static uint16_t crypto_status(int rc)
+{
+	switch (rc) {
+	case KMS_ERR_BUSY: return KMS_ST_BUSY;
+	case KMS_ERR_AUTH: return KMS_ST_HSM_FAILED; /* a stored blob no longer unwraps */
+	default: return KMS_ST_HSM_FAILED;
+	}
+}
+
+/* Open token @p tok sealed by @p party under @p k and compare its IDs. */
+static uint16_t token_check(struct kms_worker *w, struct kms_ckey *k,
+			    const struct kms_token *tok,
+			    const struct kms_id *party, const struct kms_req *r)
+{
+	uint8_t ad[8 + 2 + KMS_ID_MAX + 12], pt[KMS_TOKEN_PT_MAX];
+	size_t ad_len = kms_token_ad(tok->role, party, tok->gen, tok->ts_ms, ad);
+	uint16_t st = KMS_ST_OK;
+	int rc;
+
+	rc = w->e->crypto->open(w->crypto, k, tok->nonce, ad, ad_len, tok->ct,
+				tok->ct_len, tok->tag, pt);
+	if (rc == KMS_ERR_AUTH)
+		st = KMS_ST_AUTH_FAILED;
+	else if (rc)
+		st = KMS_ST_INTERNAL;
+	else if (!kms_token_pt_matches(pt, tok->ct_len, &r->id_a, &r->id_b))
+		st = KMS_ST_ID_MISMATCH;
+	explicit_bzero(pt, sizeof(pt));
+	return st;
+}
+
+static uint16_t replay_check(struct kms_worker *w, const struct kms_token *tok,
+			     uint64_t now)
+{
+	uint64_t expire = tok->ts_ms + w->e->cfg.max_skew_ms + 1;
+	int rc = kms_replay_check_insert(w->replay, tok->role, tok->nonce,
+					 expire, now);
+
+	if (rc == KMS_ERR_EXISTS)
+		return KMS_ST_REPLAY;
+	if (rc) {
+		STAT_INC(w, replay_busy);
+		return KMS_ST_BUSY;
+	}
+	return KMS_ST_OK;
+}
+
+/* An earlier request of this batch that already changed this pair. */
+static const struct pending *batch_pair(const struct kms_worker *w,
+					const struct pending *self,
+					const uint8_t *hash)
+{
+	const struct pending *hit = NULL;
+
+	for (const struct pending *p = w->pend; p < self; p++)
+		if (p->status == KMS_ST_OK && p->write_pair &&
+		    !memcmp(p->dep.pair_hash, hash, KMS_PAIR_HASH_LEN))
+			hit = p;
+	return hit;
+}
+
+/* An earlier request of this batch that created or updated this deposit. */
+static const struct pending *batch_deposit(const struct kms_worker *w,
+					   const struct pending *self,
+					   const uint8_t *key_id)
+{
+	const struct pending *hit = NULL;
+
+	for (const struct pending *p = w->pend; p < self; p++)
+		if (p->status == KMS_ST_OK && p->kind != KMS_RK_OTHER &&
+		    !memcmp(p->key_id, key_id, KMS_KEY_ID_LEN))
+			hit = p;
+	return hit;
+}
+
+static void make_key_id(struct kms_worker *w, uint64_t now,
+			const uint8_t rnd[4], uint8_t out[KMS_KEY_ID_LEN])
+{
+	/* Time first, so a batch's deposits append to the same B-tree pages. */
+	for (int i = 0; i < 8; i++)
+		out[i] = (uint8_t)(now >> (56 - 8 * i));
+	out[8] = (uint8_t)(w->id >> 8);
+	out[9] = (uint8_t)w->id;
+	out[10] = (uint8_t)(w->seq >> 8);
+	out[11] = (uint8_t)w->seq;
+	w->seq++;
+	memcpy(out + 12, rnd, 4);
+}
+
+static uint16_t deposit_decide(struct kms_worker *w, struct kms_ks_txn *txn,
+			       struct pending *p, uint64_t now,
+			       const uint8_t rnd[4])
+{
+	const struct kms_policy *pol = &w->e->cfg.policy;
+	const struct kms_req *r = &p->req;
+	struct kms_deposit *d = &p->dep;
+	const struct pending *prev;
+	int have_pair = 0, rc;
+
+	kms_pair_hash(&r->id_a, &r->id_b, d->pair_hash);
+	prev = batch_pair(w, p, d->pair_hash);
+	if (prev) {
+		p->pair = prev->pair;
+		have_pair = 1;
+	} else {
+		rc = kms_ks_pair_get(txn, d->pair_hash, &p->pair);
+		if (rc && rc != KMS_ERR_NOTFOUND)
+			return KMS_ST_STORE_FAILED;
+		have_pair = rc == KMS_OK;
+	}
+	/* Reuse policy: up to N deposits and T seconds; N = 0 never re-uses,
+	 * T = 0 sets no age limit. */
+	if (have_pair && pol->reuse_max_deposits &&
+	    p->pair.uses < pol->reuse_max_deposits &&
+	    (!pol->reuse_max_age_s ||
+	     now - p->pair.created_ms < (uint64_t)pol->reuse_max_age_s * 1000)) {
+		rc = w->e->crypto->key_get(w->crypto, p->pair.blob, &p->k_k);
+		if (rc)
+			return crypto_status(rc);
+		p->pair.uses++;
+		p->audit_event = KMS_AUD_KEY_REUSE;
+	} else {
+		uint8_t blob[KMS_HSM_BLOB_LEN];
+
+		rc = w->e->crypto->key_new(w->crypto, blob, &p->k_k);
+		if (rc)
+			return crypto_status(rc);
+		p->pair.k_gen = have_pair ? p->pair.k_gen + 1 : 1;
+		p->pair.uses = 1;
+		p->pair.created_ms = now;
+		memcpy(p->pair.blob, blob, sizeof(blob));
+		p->audit_event = KMS_AUD_KEY_NEW;
+	}
+	p->write_pair = 1;
+	make_key_id(w, now, rnd, p->key_id);
+	d->status = KMS_DEP_ACTIVE;
+	d->k_gen = p->pair.k_gen;
+	d->retrievals = 0;
+	d->created_ms = now;
+	d->expiry_ms = now + (uint64_t)pol->deposit_lifetime_s * 1000;
+	memcpy(d->blob, p->pair.blob, KMS_HSM_BLOB_LEN);
+	EVP_Digest(r->tok_a.raw, r->tok_a.raw_len, d->ea_digest, NULL,
+		   EVP_sha256(), NULL);
+	id_store(d->id_a, &d->id_a_len, &r->id_a);
+	id_store(d->id_b, &d->id_b_len, &r->id_b);
+	id_store(d->id_as, &d->id_as_len, &r->id_as);
+	p->actor = d->id_as;
+	p->actor_len = d->id_as_len;
+	return KMS_ST_OK;
+}
+
+static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
+				struct pending *p, uint64_t now)
+{
+	const struct kms_policy *pol = &w->e->cfg.policy;
+	const struct kms_req *r = &p->req;
+	struct kms_deposit *d = &p->dep;
+	const struct pending *prev;
+	uint8_t digest[32];
+	int rc;
+
+	memcpy(p->key_id, r->key_id, KMS_KEY_ID_LEN);
+	prev = batch_deposit(w, p, r->key_id);
+	if (prev) {
+		*d = prev->dep;
+	} else {
+		rc = kms_ks_deposit_get(txn, r->key_id, d);
+		if (rc == KMS_ERR_NOTFOUND)
+			return KMS_ST_UNKNOWN_KEY_ID;
+		if (rc)
+			return KMS_ST_STORE_FAILED;
+	}
+	if (d->status == KMS_DEP_REVOKED)
+		return KMS_ST_DEPOSIT_REVOKED;
+	if (now >= d->expiry_ms)
+		return KMS_ST_DEPOSIT_EXPIRED;
+	/* Ea is the deposit's handle: it must be the very token recorded. */
+	EVP_Digest(r->tok_a.raw, r->tok_a.raw_len, digest, NULL, EVP_sha256(),
+		   NULL);
+	if (CRYPTO_memcmp(digest, d->ea_digest, sizeof(digest)))
+		return KMS_ST_HANDLE_MISMATCH;
+	if (!id_eq(&r->id_b, d->id_b, d->id_b_len) ||
+	    !id_eq(&r->id_a, d->id_a, d->id_a_len))
+		return KMS_ST_NOT_RECIPIENT;
+	if (pol->max_retrievals && d->retrievals >= pol->max_retrievals)
+		return KMS_ST_POLICY_DENIED;
+	rc = w->e->crypto->key_get(w->crypto, d->blob, &p->k_k);
+	if (rc)
+		return crypto_status(rc);
+	d->retrievals++;
+	p->audit_event = KMS_AUD_KEY_RETRIEVE;
+	p->actor = d->id_b;
+	p->actor_len = d->id_b_len;
+	return KMS_ST_OK;
+}
+
+/* Phase 1 for one request. Leaves k_recip and k_k pinned on success. */
+static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
+		      struct pending *p, const struct kms_msg *m, uint64_t now,
+		      const uint8_t rnd[4])
+{
+	const struct kms_crypto_ops *ops = w->e->crypto;
+	struct kms_req *r = &p->req;
+	struct kms_party pa, px;
+	const struct kms_id *x_id;
+	struct kms_ckey *ka = NULL, *kx = NULL;
+	uint16_t st, parse_st = KMS_ST_OK;
+	int rc;
+
+	if (kms_req_parse(m->req, m->req_len, r, &parse_st)) {
+		if (parse_st == KMS_ST_OK)
+			p->drop = 1;
+		return parse_st ? parse_st : KMS_ST_MALFORMED;
+	}
+	p->kind = r->hdr.type == KMS_T_DEPOSIT_REQ ? KMS_RK_DEPOSIT
+						    : KMS_RK_RETRIEVE;
+	x_id = p->kind == KMS_RK_DEPOSIT ? &r->id_as : &r->id_b;
+	if (!txn) /* no read transaction or no random bytes for this batch */
+		return KMS_ST_INTERNAL;
+
+	/* Timestamps first: cheap, and no key work for stale tokens. Ea in a
+	 * RETRIEVE is the old deposit handle: it is matched, not timed. */
+	if (!in_skew(w->e, r->tok_x.ts_ms, now) ||
+	    (p->kind == KMS_RK_DEPOSIT && !in_skew(w->e, r->tok_a.ts_ms, now)))
+		return KMS_ST_STALE;
+
+	st = party_check(txn, &r->id_a, KMS_PARTY_USER, &r->tok_a, &pa);
+	if (st)
+		return st;
+	st = party_check(txn, x_id,
+			 p->kind == KMS_RK_DEPOSIT ? KMS_PARTY_AS : KMS_PARTY_USER,
+			 &r->tok_x, &px);
+	if (st)
+		return st;
+
+	rc = ops->key_get(w->crypto, pa.blob, &ka);
+	if (rc)
+		return crypto_status(rc);
+	rc = ops->key_get(w->crypto, px.blob, &kx);
+	if (rc) {
+		st = crypto_status(rc);
+		goto out;
+	}
+	st = token_check(w, ka, &r->tok_a, &r->id_a, r);
+	if (!st)
+		st = token_check(w, kx, &r->tok_x, x_id, r);
+	/* Only authentic tokens enter the window; the single-use one first. */
+	if (!st)
+		st = replay_check(w, &r->tok_x, now);
+	if (!st && p->kind == KMS_RK_DEPOSIT)
+		st = replay_check(w, &r->tok_a, now);
+	if (st)
+		goto out;
+
+	if (p->kind == KMS_RK_DEPOSIT) {
+		st = deposit_decide(w, txn, p, now, rnd);
+		p->k_recip = ka;
+		p->recip_gen = pa.gen;
+		ka = NULL;
+	} else {
+		st = retrieve_decide(w, txn, p, now);
+		p->k_recip = kx;
+		p->recip_gen = px.gen;
+		kx = NULL;
+	}
+out:
+	ops->key_release(w->crypto, ka);
+	ops->key_release(w->crypto, kx);
+	return st;
+}
+
+/* Phase 2: one durable write transaction for the whole batch. */
+static void record(struct kms_worker *w, unsigned n, uint64_t now)
+{
+	struct kms_ks_txn *txn = NULL;
+	unsigned todo = 0;
+	uint16_t fail;
+	int rc;
+
+	for (unsigned i = 0; i < n; i++)
+		todo += w->pend[i].status == KMS_ST_OK;
+	if (!todo)
+		return;
+	rc = kms_ks_txn_begin(w->e->ks, 0, &txn);
+	for (unsigned i = 0; rc == KMS_OK && i < n; i++) {
+		struct pending *p = &w->pend[i];
+		struct kms_audit a;
+
+		if (p->status != KMS_ST_OK)
+			continue;
+		if (p->kind == KMS_RK_DEPOSIT) {
+			/* A later request of the batch may re-use this pair:
+			 * its put carries the newer count and wins. */
+			rc = kms_ks_deposit_put(txn, p->key_id, &p->dep, 0);
+			if (rc == KMS_ERR_EXISTS) {
+				p->status = KMS_ST_INTERNAL;
+				rc = KMS_OK;
+				continue;
+			}
+			kms_ks_pair_put(txn, p->dep.pair_hash, &p->pair);
+		} else {
+			kms_ks_deposit_put(txn, p->key_id, &p->dep, 1);
+		}
+		memset(&a, 0, sizeof(a));
+		a.event = p->audit_event;
+		a.time_ms = now;
+		a.k_gen = p->dep.k_gen;
+		memcpy(a.key_id, p->key_id, KMS_KEY_ID_LEN);
+		memcpy(a.actor, p->actor, p->actor_len);
+		a.actor_len = p->actor_len;
+		memcpy(a.id_a, p->dep.id_a, p->dep.id_a_len);
+		a.id_a_len = p->dep.id_a_len;
+		memcpy(a.id_b, p->dep.id_b, p->dep.id_b_len);
+		a.id_b_len = p->dep.id_b_len;
+		rc = kms_ks_audit_append(txn, &a);
+	}
+	if (rc == KMS_OK)
+		rc = kms_ks_txn_commit(txn);
+	else if (txn)
+		kms_ks_txn_abort(txn);
+	STAT_INC(w, commits);
+	if (rc == KMS_OK) {
+		STAT_ADD(w, committed_requests, todo);
+		return;
+	}
+	STAT_INC(w, commit_failures);
+	fail = rc == KMS_ERR_MAPFULL ? KMS_ST_STORE_FULL : KMS_ST_STORE_FAILED;
+	KMS_ERR("worker %u: commit of %u requests failed: %s", w->id, todo,
+		kms_strerror(rc));
+	for (unsigned i = 0; i < n; i++)
+		if (w->pend[i].status == KMS_ST_OK)
+			w->pend[i].status = fail;
+}
+
+/* Phase 3: the keybox, bound to the request (its token nonce, both IDs,
+ * the key id) so it cannot answer another request. */
+static void answer(struct kms_worker *w, struct pending *p, struct kms_msg *m,
+		   const uint8_t iv[KMS_NONCE_LEN])
+{
+	const struct kms_req *r = &p->req;
+	uint8_t ad[8 + 2 + 4 + 2 + 2 * KMS_ID_MAX + 16 + 4 + 8 + 12];
+	uint8_t box[KMS_KEYBOX_LEN];
+	uint8_t type = p->kind == KMS_RK_DEPOSIT ? KMS_T_DEPOSIT_RESP
+						 : KMS_T_RETRIEVE_RESP;
+	uint8_t role = p->kind == KMS_RK_DEPOSIT ? KMS_ROLE_A : KMS_ROLE_B;
+	const struct kms_token *bound = p->kind == KMS_RK_DEPOSIT ? &r->tok_a
+								  : &r->tok_x;
+	size_t ad_len;
+	int len;
+
+	ad_len = kms_keybox_ad(type, role, p->recip_gen, &r->id_a, &r->id_b,
+			       p->key_id, p->dep.k_gen, p->dep.expiry_ms,
+			       bound->nonce, ad);
+	memcpy(box, iv, KMS_NONCE_LEN);
+	if (w->e->crypto->seal_key(w->crypto, p->k_recip, p->k_k, iv, ad, ad_len,
+				   box + KMS_NONCE_LEN,
+				   box + KMS_NONCE_LEN + KMS_KEY_LEN)) {
+		p->status = KMS_ST_INTERNAL;
+		return;
+	}
+	len = kms_key_resp_encode(type, r->hdr.txid, p->key_id, p->dep.k_gen,
+				  p->dep.expiry_ms, box, m->resp, m->resp_cap);
+	if (len < 0) {
+		p->status = KMS_ST_INTERNAL;
+		return;
+	}
+	m->resp_len = (uint16_t)len;
+	if (p->kind == KMS_RK_DEPOSIT && p->audit_event == KMS_AUD_KEY_NEW)
+		STAT_INC(w, keys_new);
+	else if (p->kind == KMS_RK_DEPOSIT)
+		STAT_INC(w, keys_reused);
+	else
+		STAT_INC(w, retrievals);
+}
+
+unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
+			    unsigned n)
+{
+	const struct kms_crypto_ops *ops = w->e->crypto;
+	uint8_t rnd[BATCH_MAX][4 + KMS_NONCE_LEN];
+	struct kms_ks_txn *rtxn = NULL;
+	struct kms_crypto_stats cs;
+	unsigned replies = 0;
+	uint64_t now;
+	int rc;
+
+	if (n > BATCH_MAX)
+		n = BATCH_MAX;
+	now = w->e->cfg.now_ms(w->e->cfg.now_arg);
+	/* Key id salt and keybox IVs for the whole batch in one call; without
+	 * fresh IVs nothing may be sealed, so the batch is refused. */
+	if (RAND_bytes(&rnd[0][0], (int)(n * sizeof(rnd[0]))) != 1)
+		rc = KMS_ERR_CRYPTO;
+	else
+		rc = kms_ks_txn_begin(w->e->ks, 1, &rtxn);
+	for (unsigned i = 0; i < n; i++) {
+		struct pending *p = &w->pend[i];
+
+		memset(p, 0, offsetof(struct pending, pair));
+		p->kind = KMS_RK_OTHER;
+		msgs[i].resp_len = 0;
+		p->status = admit(w, rtxn, p, &msgs[i], now, rnd[i]);
+	}
+	if (rc)
+		KMS_ERR("worker %u: batch refused: %s", w->id, kms_strerror(rc));
+	kms_ks_txn_abort(rtxn);
+
+	record(w, n, now);
+
+	for (unsigned i = 0; i < n; i++) {
+		struct pending *p = &w->pend[i];
+		struct kms_msg *m = &msgs[i];
+		int len;
+
+		if (p->status == KMS_ST_OK)
+			answer(w, p, m, rnd[i] + 4);
+		ops->key_release(w->crypto, p->k_recip);
+		ops->key_release(w->crypto, p->k_k);
+		m->status = p->status;
+		STAT_INC(w, by_status[p->kind][p->status]);
+		if (p->drop) {
+			STAT_INC(w, drops[KMS_DROP_NOT_KMS]);
+			continue;
+		}
+		if (p->status != KMS_ST_OK) {
+			len = kms_error_encode(p->req.hdr.txid, p->status,
+					       m->resp, m->resp_cap);
+			if (len < 0) {
+				STAT_INC(w, drops[KMS_DROP_NO_SPACE]);
+				continue;
+			}
+			m->resp_len = (uint16_t)len;
+		}
+		replies++;
+	}
+	explicit_bzero(rnd, sizeof(rnd));
+
+	ops->stats(w->crypto, &cs);
+	__atomic_store_n(&w->st.cache_hits, cs.hits, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->st.cache_misses, cs.misses, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->st.cache_evictions, cs.evictions, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->st.hsm_calls, kms_hsm_session_calls(w->hsm),
+			 __ATOMIC_RELAXED);
+	STAT_INC(w, batches);
+	STAT_ADD(w, requests, n);
+	return replies;
+}
+
+void kms_worker_stats(const struct kms_worker *w, struct kms_stats *out)
+{
+	const uint64_t *src = (const uint64_t *)(const void *)&w->st;
+	uint64_t *dst = (uint64_t *)(void *)out;
+
+	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}
+
+void kms_stats_add(struct kms_stats *a, const struct kms_stats *b)
+{
+	uint64_t *d = (uint64_t *)(void *)a;
+	const uint64_t *s = (const uint64_t *)(const void *)b;
+
+	for (size_t i = 0; i < sizeof(*a) / sizeof(uint64_t); i++)
+		d[i] += s[i];
+}

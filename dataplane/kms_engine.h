@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * @file kms_engine.h
+ * @brief The transaction engine: batches of request datagrams in, replies
+ *        out. Plain C, no DPDK or socket types: every I/O mode (kernel UDP
+ *        sockets now, DPDK later) feeds the same function.
+ *
+ * A kms_engine holds what all workers share (HSM, keystore, policy,
+ * configuration). A kms_worker holds one worker's state: its HSM session,
+ * key cache, replay window and counters. The request path takes no locks
+ * and allocates nothing; LMDB's single writer lock is taken once per batch
+ * for the durable commit.
+ *
+ * Ownership of pairs: the pair (ID-A, ID-B) of a request picks its worker
+ * (kms_engine_worker_for). Every I/O mode must deliver a request to that
+ * worker: per-worker replay windows and the pair records' read-decide-write
+ * without locks both depend on it.
+ */
+#ifndef KMS_ENGINE_H
+#define KMS_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kms_config.h"
+#include "kms_err.h"
+#include "kms_hsm.h"
+#include "kms_ks.h"
+
+struct kms_engine;
+struct kms_worker;
+
+struct kms_engine_config {
+	const char *crypto_mode;     /**< "offload" */
+	struct kms_policy policy;
+	uint32_t max_skew_ms;
+	uint32_t replay_capacity;
+	uint32_t cache_keys;
+	unsigned nworkers;
+	/** Clock (ms since the epoch); NULL = CLOCK_REALTIME. Tests set it. */
+	uint64_t (*now_ms)(void *arg);
+	void *now_arg;
+};
+
+/** One datagram of a batch: the request in, the reply out. */
+struct kms_msg {
+	const uint8_t *req;
+	uint16_t req_len;
+	uint8_t *resp;       /**< caller's buffer, >= KMS_HDR_LEN + KMS_RESP_BODY_LEN */
+	uint16_t resp_cap;
+	uint16_t resp_len;   /**< out: 0 = no reply (counted drop) */
+	uint16_t status;     /**< out: the kms_status answered (or that led to a drop) */
+};
+
+/** Drop classes (no reply sent). */
+enum kms_drop {
+	KMS_DROP_NOT_KMS = 0,   /**< header does not parse */
+	KMS_DROP_NO_SPACE,      /**< reply buffer too small (I/O mode bug) */
+	KMS_DROP__COUNT
+};
+
+enum kms_req_kind { KMS_RK_DEPOSIT = 0, KMS_RK_RETRIEVE, KMS_RK_OTHER, KMS_RK__COUNT };
+
+/** Counters of one worker (or summed). */
+struct kms_stats {
+	uint64_t batches, requests;
+	uint64_t by_status[KMS_RK__COUNT][KMS_ST__COUNT];
+	uint64_t drops[KMS_DROP__COUNT];
+	uint64_t keys_new, keys_reused, retrievals;
+	uint64_t commits, commit_failures, committed_requests;
+	uint64_t cache_hits, cache_misses, cache_evictions;
+	uint64_t hsm_calls;
+	uint64_t replay_busy;
+};
+
+/** @return KMS_OK, KMS_ERR_CONFIG (unknown crypto mode), KMS_ERR_NOMEM. */
+int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
+		      struct kms_ks *ks, struct kms_engine **out);
+/** Call after every worker is destroyed. NULL is a no-op. */
+void kms_engine_destroy(struct kms_engine *e);
+
+/**
+ * The worker index that owns the request in @p dgram (pair hash mod
+ * nworkers); 0 for a datagram whose IDs cannot be found (the worker then
+ * refuses or drops it).
+ */
+unsigned kms_engine_worker_for(const struct kms_engine *e, const uint8_t *dgram,
+			       size_t len);
+
+/**
+ * Create worker @p id (0..nworkers-1). Call it on the thread that will run
+ * the worker: it opens that thread's HSM session.
+ * @return KMS_OK, KMS_ERR_HSM, KMS_ERR_NOTFOUND (no KEK), KMS_ERR_NOMEM.
+ */
+int kms_worker_create(struct kms_engine *e, unsigned id, struct kms_worker **out);
+/** Wipe and free everything the worker holds. NULL is a no-op. */
+void kms_worker_destroy(struct kms_worker *w);
+
+/**
+ * Process a batch of @p n requests (at most 256). Every message gets either
+ * a reply (resp_len > 0) or a counted drop. Deposits and retrievals of the
+ * batch are recorded in one durable write transaction before any reply
+ * that depends on them is produced; when that commit fails, those requests
+ * are answered STORE_FULL/STORE_FAILED and nothing of them is kept.
+ * @return the number of replies.
+ */
+unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
+			    unsigned n);
+
+/** Snapshot of the worker's counters. Safe to call from another thread:
+ *  each counter is read atomically (values may be a batch apart). */
+void kms_worker_stats(const struct kms_worker *w, struct kms_stats *out);
+
+/** Add @p b into @p a. */
+void kms_stats_add(struct kms_stats *a, const struct kms_stats *b);
+
+#endif /* KMS_ENGINE_H */

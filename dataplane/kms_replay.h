@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * @file kms_replay.h
+ * @brief Per-worker replay window for single-use token nonces.
+ *
+ * A token is accepted only while |ts - now| <= skew, so its nonce must be
+ * remembered until ts + skew; after that the timestamp check refuses it on
+ * its own. The window is a fixed open-addressing table (no allocation after
+ * create) keyed by (role, nonce) under a per-process random hash key.
+ *
+ * Completeness without shared state: every token binds the pair (ID-A,
+ * ID-B) and the pair hash picks the worker, so a replayed token always
+ * reaches the worker whose window holds its nonce (docs/ARCHITECTURE.md).
+ *
+ * One instance per worker; not thread-safe.
+ */
+#ifndef KMS_REPLAY_H
+#define KMS_REPLAY_H
+
+#include <stdint.h>
+
+struct kms_replay;
+
+/** @p capacity nonces (rounded up to a power of two, table is twice that).
+ *  @return KMS_OK or KMS_ERR_NOMEM. */
+int kms_replay_create(uint32_t capacity, struct kms_replay **out);
+void kms_replay_destroy(struct kms_replay *r);
+
+/**
+ * Remember (role, nonce) until @p expire_ms, unless already remembered.
+ * @return KMS_OK (fresh, now remembered), KMS_ERR_EXISTS (a replay),
+ *         KMS_ERR_BUSY (no free slot near its hash: refuse, fail closed).
+ */
+int kms_replay_check_insert(struct kms_replay *r, uint8_t role,
+			    const uint8_t nonce[12], uint64_t expire_ms,
+			    uint64_t now_ms);
+
+/** Entries currently live (not expired at @p now_ms); O(capacity). */
+uint32_t kms_replay_live(const struct kms_replay *r, uint64_t now_ms);
+
+#endif

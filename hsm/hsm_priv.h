@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * @file hsm_priv.h
+ * @brief Internals of the hsm module, shared with its own tests only.
+ *
+ * Nothing outside hsm/ and tests/hsm/ includes this file: it exposes raw
+ * PKCS#11 handles so the tests can inspect the KEK's attributes through
+ * the same loaded module. Uses the standard PKCS#11 names (pValue,
+ * ulValueLen, ...): p11-kit's header defaults to them unless CRYPTOKI_GNU
+ * is defined.
+ */
+#ifndef KMS_HSM_PRIV_H
+#define KMS_HSM_PRIV_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "kms_hsm.h"
+
+struct kms_hsm_session {
+	struct kms_hsm *hsm;
+	CK_FUNCTION_LIST_PTR p11;
+	CK_SESSION_HANDLE h;
+	CK_OBJECT_HANDLE kek;     /**< found once at open; CK_INVALID_HANDLE
+	                               for the hsm's own login session */
+	uint64_t calls;           /**< PKCS#11 calls made on this session */
+};
+
+struct kms_hsm {
+	void *dl;                 /**< dlopen() handle of the module */
+	CK_FUNCTION_LIST_PTR p11;
+	CK_SLOT_ID slot;
+	char *kek_label;
+	/*
+	 * Serialises C_OpenSession/C_CloseSession (SoftHSM2 can invalidate
+	 * other threads' sessions when they race) and every use of @login.
+	 */
+	pthread_mutex_t lock;
+	/* Holds the CKU_USER login for the lifetime of the kms_hsm: all other
+	 * sessions of the application share it. Used by kek_create. */
+	struct kms_hsm_session login;
+};
+
+#endif /* KMS_HSM_PRIV_H */

@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * @file kms_hsm.h
+ * @brief The only door to the HSM: PKCS#11 v2.40 through a dlopen()ed module.
+ *
+ * Nothing here assumes SoftHSM2: the module path, token label, PIN source
+ * and KEK label come from the configuration. Calls made here:
+ * C_GetFunctionList, C_Initialize (CKF_OS_LOCKING_OK), C_GetSlotList,
+ * C_GetTokenInfo, C_OpenSession, C_Login, C_GenerateRandom, C_GenerateKey,
+ * C_FindObjects*, C_CreateObject, C_WrapKey, C_UnwrapKey,
+ * C_GetAttributeValue, C_DestroyObject, C_CloseSession, C_Finalize.
+ *
+ * Key hierarchy: one KEK per store, an AES-256 token object (CKA_TOKEN,
+ * CKA_SENSITIVE, !CKA_EXTRACTABLE, CKA_WRAP, CKA_UNWRAP) found by CKA_LABEL.
+ * Every party key and every K is kept outside the HSM only as a blob:
+ * CKM_AES_KEY_WRAP (RFC 3394) of the 32-byte key under the KEK, 40 bytes.
+ *
+ * Threads: a kms_hsm is shared; each thread opens its own kms_hsm_session
+ * once at start and keeps it (SoftHSM2 can invalidate other threads'
+ * sessions when sessions are opened and closed concurrently, so sessions
+ * are long-lived). A session is used by one thread at a time.
+ */
+#ifndef KMS_HSM_H
+#define KMS_HSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KMS_HSM_KEY_LEN 32
+#define KMS_HSM_BLOB_LEN 40   /* RFC 3394 wrap of a 32-byte key */
+
+struct kms_hsm;          /* module + slot + login state; shared */
+struct kms_hsm_session;  /* one per thread */
+
+struct kms_hsm_config {
+	const char *module;      /**< path of the PKCS#11 module (.so) */
+	const char *token_label; /**< CKA_LABEL of the token (its slot is found) */
+	const char *kek_label;   /**< CKA_LABEL of the KEK object */
+	const char *pin_file;    /**< file holding the user PIN, or NULL */
+	const char *pin_env;     /**< environment variable name, or NULL:
+	                              used when pin_file is NULL; default
+	                              "KMS_PIN" when both are NULL */
+};
+
+/**
+ * Load the module, C_Initialize, find the token by label, read the PIN
+ * (file first, else environment; the PIN buffer is wiped after C_Login)
+ * and log the user in on a first session kept for the lifetime of @p out.
+ * Does not require the KEK to exist (kmsctl init creates it).
+ * Several kms_hsm may be open on one module at once: C_Initialize and
+ * C_Finalize are counted per module, and CKR_USER_ALREADY_LOGGED_IN (a
+ * second kms_hsm on the same token) is accepted.
+ * @return KMS_OK; KMS_ERR_INVAL (@p cfg or @p out NULL); KMS_ERR_CONFIG
+ *         (module cannot be loaded, no such token, missing field);
+ *         KMS_ERR_PIN (no PIN, unreadable or empty PIN file, or the token
+ *         refused it); KMS_ERR_NOMEM; KMS_ERR_HSM.
+ *         On error a message naming the cause has been logged.
+ */
+int kms_hsm_open(const struct kms_hsm_config *cfg, struct kms_hsm **out);
+
+/** Close every session, C_Finalize, dlclose. NULL is a no-op. Call only
+ *  after all sessions are closed. */
+void kms_hsm_close(struct kms_hsm *hsm);
+
+/**
+ * Open a session for the calling thread and find the KEK in it (once: a
+ * KEK destroyed and recreated later needs a new session). Sessions are
+ * opened and closed under the kms_hsm's lock. On error nothing is left
+ * allocated or open.
+ * @return KMS_OK, KMS_ERR_NOTFOUND (no KEK with that label: run
+ *         `kmsctl init`), KMS_ERR_INVAL, KMS_ERR_NOMEM, KMS_ERR_HSM.
+ */
+int kms_hsm_session_open(struct kms_hsm *hsm, struct kms_hsm_session **out);
+
+/** C_CloseSession and free. NULL is a no-op. */
+void kms_hsm_session_close(struct kms_hsm_session *s);
+
+/**
+ * Create the KEK (C_GenerateKey CKM_AES_KEY_GEN, 32 bytes) as a token
+ * object with the attributes named in the file comment plus CKA_PRIVATE
+ * and !CKA_ENCRYPT/!CKA_DECRYPT. Runs on the kms_hsm's own login session
+ * under its lock, so no session is opened or closed (used by `kmsctl init`,
+ * before any worker runs; the label check and the creation are not atomic
+ * against another process).
+ * @return KMS_OK, KMS_ERR_EXISTS (a secret key with that label exists),
+ *         KMS_ERR_HSM.
+ */
+int kms_hsm_kek_create(struct kms_hsm *hsm);
+
+/** Fill @p buf with @p len bytes from C_GenerateRandom.
+ *  @return KMS_OK or KMS_ERR_HSM. */
+int kms_hsm_random(struct kms_hsm_session *s, uint8_t *buf, size_t len);
+
+/**
+ * Wrap a 32-byte key held in host memory under the KEK: a temporary
+ * session object (CKA_TOKEN=false, extractable) is created, wrapped with
+ * CKM_AES_KEY_WRAP and destroyed on every path. RFC 3394 is deterministic:
+ * one key under one KEK always gives the same blob.
+ * @return KMS_OK (blob written), KMS_ERR_HSM (blob untouched).
+ */
+int kms_hsm_wrap(struct kms_hsm_session *s, const uint8_t key[KMS_HSM_KEY_LEN],
+		 uint8_t blob[KMS_HSM_BLOB_LEN]);
+
+/**
+ * Unwrap a blob into host memory (offload mode): C_UnwrapKey into a
+ * temporary extractable session object, C_GetAttributeValue(CKA_VALUE),
+ * C_DestroyObject. @p key_out should be locked memory (kms_secmem); it is
+ * written only on KMS_OK.
+ * A module may report the integrity failure with a generic code
+ * (SoftHSM2: CKR_GENERAL_ERROR); then a round trip of a throwaway value
+ * through the KEK (6 more calls, failure path only) tells a bad blob
+ * (KMS_ERR_AUTH) from a failing HSM (KMS_ERR_HSM).
+ * @return KMS_OK; KMS_ERR_AUTH when the blob fails the RFC 3394 integrity
+ *         check (wrong KEK or corrupted), KMS_ERR_HSM otherwise.
+ */
+int kms_hsm_unwrap(struct kms_hsm_session *s,
+		   const uint8_t blob[KMS_HSM_BLOB_LEN],
+		   uint8_t key_out[KMS_HSM_KEY_LEN]);
+
+/**
+ * Generate a fresh key with the HSM's RNG and return both the key (host
+ * memory) and its blob: C_GenerateRandom + kms_hsm_wrap(). Outputs are
+ * written only on KMS_OK.
+ * @return KMS_OK or KMS_ERR_HSM.
+ */
+int kms_hsm_new_key(struct kms_hsm_session *s, uint8_t key_out[KMS_HSM_KEY_LEN],
+		    uint8_t blob[KMS_HSM_BLOB_LEN]);
+
+/** Number of PKCS#11 calls made on this session so far (for stats); read
+ *  it from the session's own thread. NULL gives 0. */
+uint64_t kms_hsm_session_calls(const struct kms_hsm_session *s);
+
+#endif /* KMS_HSM_H */

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * @file kms_ks.h
+ * @brief The keystore: LMDB indexes and wrapped-key records.
+ *
+ * Named databases in one environment (a directory):
+ *   "meta"     format version, KEK label, creation time
+ *   "parties"  party id (string)          -> struct kms_party
+ *   "pairs"    pair hash (32 B)           -> struct kms_pair
+ *   "deposits" key id (16 B, time-ordered)-> struct kms_deposit
+ *   "audit"    time_ns u64 BE | seq u32 BE -> struct kms_audit
+ *              (time_ns = time_ms * 1e6; seq from a per-store counter)
+ * Records are encoded in a fixed, versioned byte layout (keystore/records.c),
+ * never as raw structs. Key material appears only as HSM-wrapped blobs.
+ *
+ * Durability: the environment is opened without MDB_NOSYNC/MDB_NOMETASYNC,
+ * so kms_ks_txn_commit() returning KMS_OK means the data is on disk.
+ * Callers answer a client only after that.
+ *
+ * Transactions carry a sticky error: after the first failure every further
+ * get/put on the transaction is a no-op returning that error, and commit
+ * aborts and returns it. Storage code can check once, at commit.
+ * Sticky: KMS_ERR_MAPFULL, KMS_ERR_STORE, KMS_ERR_CORRUPT. Not sticky:
+ * KMS_ERR_NOTFOUND, KMS_ERR_EXISTS, KMS_ERR_SPACE and KMS_ERR_INVAL (bad
+ * argument, a value the record layout cannot carry such as an unknown enum
+ * or a malformed ID, or a put on a read-only transaction); these leave the
+ * transaction as it was.
+ *
+ * Threads: a kms_ks is shared by all threads. A transaction belongs to the
+ * thread that began it (the environment is opened with MDB_NOTLS so read
+ * transactions may also be reset/renewed by their owner thread). LMDB
+ * allows one write transaction at a time; others wait in begin.
+ */
+#ifndef KMS_KS_H
+#define KMS_KS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kms_hsm.h"
+#include "kms_proto.h"
+
+struct kms_ks;
+struct kms_ks_txn;
+
+enum kms_party_kind { KMS_PARTY_USER = 1, KMS_PARTY_AS = 2 };
+enum kms_party_status { KMS_PARTY_ACTIVE = 1, KMS_PARTY_REVOKED = 2 };
+enum kms_deposit_status {
+	KMS_DEP_ACTIVE = 1,
+	KMS_DEP_REVOKED = 2,
+};
+
+struct kms_party {
+	uint8_t kind;                        /**< enum kms_party_kind */
+	uint8_t status;                      /**< enum kms_party_status */
+	uint32_t gen;                        /**< current key generation (>= 1) */
+	uint64_t created_ms;
+	uint8_t blob[KMS_HSM_BLOB_LEN];      /**< key, wrapped under the KEK */
+};
+
+struct kms_pair {
+	uint32_t k_gen;                      /**< generation of the current K */
+	uint32_t uses;                       /**< deposits that used this K */
+	uint64_t created_ms;                 /**< when this K was made */
+	uint8_t blob[KMS_HSM_BLOB_LEN];      /**< current K, wrapped */
+};
+
+struct kms_deposit {
+	uint8_t status;                      /**< enum kms_deposit_status */
+	uint32_t k_gen;
+	uint32_t retrievals;
+	uint64_t created_ms;
+	uint64_t expiry_ms;
+	uint8_t pair_hash[KMS_PAIR_HASH_LEN];
+	uint8_t ea_digest[32];               /**< SHA-256 of the Ea token bytes */
+	uint8_t blob[KMS_HSM_BLOB_LEN];      /**< K, wrapped */
+	uint8_t id_a_len, id_b_len, id_as_len;
+	char id_a[KMS_ID_MAX], id_b[KMS_ID_MAX], id_as[KMS_ID_MAX];
+};
+
+enum kms_audit_event {
+	KMS_AUD_ENROLL = 1,
+	KMS_AUD_REVOKE = 2,
+	KMS_AUD_KEY_NEW = 3,        /**< a new K was made for a pair (deposit) */
+	KMS_AUD_KEY_REUSE = 4,      /**< a deposit re-used the pair's K */
+	KMS_AUD_KEY_RETRIEVE = 5,   /**< K released to B */
+	KMS_AUD_INIT = 6,
+};
+
+/** One audit record: who, which pair, key id, when. Never key bytes. */
+struct kms_audit {
+	uint8_t event;                       /**< enum kms_audit_event */
+	uint64_t time_ms;
+	uint32_t k_gen;
+	uint8_t key_id[KMS_KEY_ID_LEN];      /**< zero when not applicable */
+	uint8_t actor_len, id_a_len, id_b_len;
+	char actor[KMS_ID_MAX];              /**< who asked (AS id, B, operator) */
+	char id_a[KMS_ID_MAX], id_b[KMS_ID_MAX];
+};
+
+struct kms_ks_config {
+	const char *path;       /**< directory; created (0700) if missing */
+	size_t map_size;        /**< bytes; 0 = 1 GiB */
+	int create;             /**< 1: create the directory and DBs if missing */
+};
+
+/** Open (or with cfg->create, create) the store. A new store gets meta
+ *  "format" = "1" and "created_ms". Opening twice in one process is not
+ *  allowed (LMDB's rule). Close with kms_ks_close().
+ *  @return KMS_OK, KMS_ERR_NOTFOUND (no data.mdb and !create),
+ *          KMS_ERR_IO (the directory cannot be created), KMS_ERR_STORE,
+ *          KMS_ERR_CORRUPT (meta format unknown or missing, or a database
+ *          missing: not a KMS store), KMS_ERR_NOMEM, KMS_ERR_INVAL. */
+int kms_ks_open(const struct kms_ks_config *cfg, struct kms_ks **out);
+/** Close the environment. All transactions must be finished. NULL is a
+ *  no-op. */
+void kms_ks_close(struct kms_ks *ks);
+
+/** Begin a transaction; @p rdonly 1 for a read-only one. A write begin
+ *  waits while another write transaction is open.
+ *  @return KMS_OK, KMS_ERR_NOMEM, KMS_ERR_BUSY (all LMDB reader slots
+ *          taken), KMS_ERR_STORE. */
+int kms_ks_txn_begin(struct kms_ks *ks, int rdonly, struct kms_ks_txn **out);
+/** Commit (durable). If the txn has a sticky error it is aborted and that
+ *  error returned. The txn is freed in every case.
+ *  @return KMS_OK, KMS_ERR_MAPFULL, KMS_ERR_STORE, or the sticky error. */
+int kms_ks_txn_commit(struct kms_ks_txn *txn);
+/** Abort and free. NULL is a no-op. */
+void kms_ks_txn_abort(struct kms_ks_txn *txn);
+/** The sticky error (KMS_OK if none; KMS_ERR_INVAL for NULL). */
+int kms_ks_txn_error(const struct kms_ks_txn *txn);
+
+/* Getters return KMS_OK, KMS_ERR_NOTFOUND (not sticky), or the sticky
+ * error / KMS_ERR_CORRUPT (sticky). Out-params written only on KMS_OK.
+ * Puts return KMS_OK, KMS_ERR_INVAL (not sticky), or the sticky error.
+ * Party IDs must be 1..KMS_ID_MAX bytes of 0x21..0x7e; so must a deposit's
+ * three IDs; an audit record's actor/id_a/id_b may also be empty. */
+int kms_ks_party_get(struct kms_ks_txn *txn, const struct kms_id *id,
+		     struct kms_party *out);
+int kms_ks_party_put(struct kms_ks_txn *txn, const struct kms_id *id,
+		     const struct kms_party *p);
+int kms_ks_pair_get(struct kms_ks_txn *txn,
+		    const uint8_t hash[KMS_PAIR_HASH_LEN], struct kms_pair *out);
+int kms_ks_pair_put(struct kms_ks_txn *txn,
+		    const uint8_t hash[KMS_PAIR_HASH_LEN],
+		    const struct kms_pair *p);
+int kms_ks_deposit_get(struct kms_ks_txn *txn,
+		       const uint8_t key_id[KMS_KEY_ID_LEN],
+		       struct kms_deposit *out);
+/** @p overwrite 0: fail with KMS_ERR_EXISTS (not sticky) if the id exists. */
+int kms_ks_deposit_put(struct kms_ks_txn *txn,
+		       const uint8_t key_id[KMS_KEY_ID_LEN],
+		       const struct kms_deposit *d, int overwrite);
+/** Append an audit record; its key is (time_ms * 1e6, seq), seq from a
+ *  per-store atomic counter resumed after the newest record at open, so
+ *  records are ordered by time_ms, then by arrival.
+ *  @return KMS_OK, KMS_ERR_INVAL (time_ms > UINT64_MAX / 1e6, bad event or
+ *          ID), or the sticky error. */
+int kms_ks_audit_append(struct kms_ks_txn *txn, const struct kms_audit *a);
+
+/** Iterate parties in key (ID byte) order: calls @p fn for each until it
+ *  returns non-zero. @p id and @p p are valid only during the call; @p fn
+ *  must not write to the database being walked.
+ *  @return KMS_OK when all were visited, @p fn's non-zero value when it
+ *          stopped the walk (not sticky), KMS_ERR_CORRUPT (sticky), or the
+ *          sticky error. */
+int kms_ks_party_foreach(struct kms_ks_txn *txn,
+			 int (*fn)(const struct kms_id *id,
+				   const struct kms_party *p, void *arg),
+			 void *arg);
+/** Iterate audit records in key order (time_ms, then arrival); returns as
+ *  kms_ks_party_foreach(). */
+int kms_ks_audit_foreach(struct kms_ks_txn *txn,
+			 int (*fn)(const struct kms_audit *a, void *arg),
+			 void *arg);
+
+/** Meta string values ("kek_label", ...). @p out NUL-terminated.
+ *  Names are non-empty C strings; values are stored without their NUL.
+ *  get: KMS_ERR_SPACE (not sticky, @p out untouched) if the value and its
+ *  NUL do not fit in @p cap. */
+int kms_ks_meta_get(struct kms_ks_txn *txn, const char *name, char *out,
+		    size_t cap);
+int kms_ks_meta_put(struct kms_ks_txn *txn, const char *name,
+		    const char *value);
+
+/** Entry counts per database (for stats and tests). */
+struct kms_ks_counts {
+	size_t parties, pairs, deposits, audit;
+};
+/** In a read transaction of its own. @return KMS_OK, KMS_ERR_BUSY,
+ *  KMS_ERR_STORE, KMS_ERR_INVAL. */
+int kms_ks_counts(struct kms_ks *ks, struct kms_ks_counts *out);
+
+#endif /* KMS_KS_H */

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The whole test suite, as CI runs it: install dependencies, build twice
+# (release with -Werror, then AddressSanitizer + UBSan) from clean build
+# directories and run every ctest test in both.
+#   scripts/test.sh            both configurations
+#   KMS_TEST_FAST=1 scripts/test.sh   release configuration only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=$(nproc)
+
+scripts/install-deps.sh
+
+run_config() {
+  local dir=$1; shift
+  rm -rf "$dir"
+  cmake -S . -B "$dir" "$@" >/dev/null
+  cmake --build "$dir" -j"$JOBS"
+  (cd "$dir" && ctest --output-on-failure -j"$JOBS" --timeout 600)
+}
+
+echo "=== release build (-Wall -Wextra -Werror) ==="
+run_config build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+if [ "${KMS_TEST_FAST:-0}" != 1 ]; then
+  echo "=== AddressSanitizer + UBSan build ==="
+  # LeakSanitizer is off: SoftHSM2 keeps allocations until process exit.
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_config build-test-asan -DCMAKE_BUILD_TYPE=Debug -DKMS_SANITIZE=ON
+fi
+echo "=== all tests passed ==="

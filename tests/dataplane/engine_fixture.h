@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * @file engine_fixture.h
+ * @brief A real engine for tests: SoftHSM2 token, KEK, LMDB store, enrolled
+ *        parties whose raw keys the test keeps to play the clients, and a
+ *        clock the test moves.
+ *
+ * Nothing is mocked: parties are enrolled the way kmsctl does it
+ * (kms_hsm_new_key, kms_ks_party_put), requests are built with the client
+ * token code (kms_token_seal + the proto encoders) and go through
+ * kms_worker_process.
+ */
+#ifndef ENGINE_FIXTURE_H
+#define ENGINE_FIXTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kms_engine.h"
+#include "kms_hsm.h"
+#include "kms_ks.h"
+#include "kms_proto.h"
+#include "kms_testenv.h"
+
+#define EFX_T0 1700000000000ull  /* the test clock's start, ms */
+#define EFX_SKEW 30000u
+#define EFX_LIFETIME_S 86400u
+#define EFX_MAX_WORKERS 2
+#define EFX_RESP_CAP 128
+
+/** An enrolled party; the test holds its raw key to act as the client. */
+struct efx_party {
+	char name[KMS_ID_MAX + 1];
+	struct kms_id id;
+	uint8_t kind;                  /**< enum kms_party_kind */
+	uint32_t gen;
+	uint8_t key[KMS_KEY_LEN];
+};
+
+/** Indexes into efx.p[]. Users first (pairs are built from them). */
+enum {
+	P_A, P_B, P_C, P_D, P_E, P_F,  /* users: alice, bob, carol, dave, erin, frank */
+	P_AS, P_AS2,                   /* mailbox servers */
+	P__COUNT
+};
+#define EFX_NUSERS 6
+
+struct efx {
+	struct kms_testenv env;
+	struct kms_hsm *hsm;
+	struct kms_ks *ks;
+	size_t map_size;
+	struct kms_engine_config cfg;
+	struct kms_engine *eng;
+	struct kms_worker *w[EFX_MAX_WORKERS];
+	uint64_t now;                  /**< what the engine's clock returns */
+	uint32_t txid;
+	struct efx_party p[P__COUNT];
+};
+
+/** A sealed token and the nonce it carries. */
+struct efx_tok {
+	uint8_t b[KMS_TOKEN_MAX];
+	uint16_t len;
+	uint8_t nonce[KMS_NONCE_LEN];
+};
+
+/** A request datagram. */
+struct efx_dgram {
+	uint8_t b[KMS_DGRAM_MAX + 64];
+	uint16_t len;
+};
+
+/** A reply as the engine produced it, parsed when there is one. */
+struct efx_reply {
+	uint8_t b[EFX_RESP_CAP];
+	uint16_t len;          /**< 0: dropped */
+	uint16_t msg_status;   /**< kms_msg.status */
+	uint16_t status;       /**< status on the wire (OK for a key reply) */
+	struct kms_resp r;
+};
+
+/** One DEPOSIT as the mailbox and A see it. */
+struct efx_dep {
+	const struct efx_party *a, *b, *as;
+	struct efx_tok ea, eas;
+	struct efx_dgram req;
+	struct efx_reply rep;
+	uint8_t key_id[KMS_KEY_ID_LEN];
+	uint32_t k_gen;
+	uint64_t expiry_ms;
+	uint8_t k[KMS_KEY_LEN];        /**< K as A opened it (status OK only) */
+};
+
+/** One RETRIEVE as B sees it. */
+struct efx_ret {
+	struct efx_tok eb;
+	struct efx_dgram req;
+	struct efx_reply rep;
+	uint8_t k[KMS_KEY_LEN];        /**< K as B opened it (status OK only) */
+};
+
+/* ---- life cycle ---- */
+
+/** Token, KEK, store (@p map_size bytes, 0 = default) and every party of
+ *  efx.p enrolled. Fails the test on error. */
+void efx_setup(struct efx *f, size_t map_size);
+/** Engine with @p nworkers workers under @p pol (offload, skew 30 s,
+ *  4096 nonces, 64 cached keys, the test clock). */
+void efx_start(struct efx *f, const struct kms_policy *pol, unsigned nworkers);
+void efx_stop(struct efx *f);
+/** Stop, close store and HSM, reopen both from disk (map @p map_size, 0 =
+ *  keep) and start again with the same configuration. */
+void efx_restart(struct efx *f, size_t map_size);
+void efx_teardown(struct efx *f);
+/** The default policy: no re-use, 1 day lifetime, unlimited retrievals. */
+struct kms_policy efx_policy(void);
+
+/** Set a party's status (and generation) in the store, as kmsctl would. */
+void efx_party_set(struct efx *f, const struct efx_party *pt, uint8_t status,
+		   uint32_t gen);
+
+/* ---- building requests ---- */
+
+/** Seal a token of @p role for @p sealer (the party id in its AD) under
+ *  @p key of generation @p gen over (@p a, @p b) at @p ts. */
+void efx_tok(struct efx_tok *t, uint8_t role, const struct kms_id *sealer,
+	     const uint8_t *key, uint32_t gen, uint64_t ts,
+	     const struct kms_id *a, const struct kms_id *b);
+/** The honest token of @p pt for (a, b) now. */
+void efx_tok_of(struct efx *f, struct efx_tok *t, uint8_t role,
+		const struct efx_party *pt, const struct efx_party *a,
+		const struct efx_party *b);
+void efx_deposit_req(struct efx *f, struct efx_dgram *d, const struct kms_id *a,
+		     const struct kms_id *b, const struct kms_id *as,
+		     const struct efx_tok *ea, const struct efx_tok *eas);
+void efx_retrieve_req(struct efx *f, struct efx_dgram *d,
+		      const struct kms_id *a, const struct kms_id *b,
+		      const uint8_t key_id[KMS_KEY_ID_LEN],
+		      const struct efx_tok *ea, const struct efx_tok *eb);
+
+/* ---- running ---- */
+
+/** Process @p n datagrams as one batch on worker @p wi. @return replies. */
+unsigned efx_run(struct efx *f, unsigned wi, const struct efx_dgram *req,
+		 struct efx_reply *rep, unsigned n);
+/** One datagram on the worker that owns it. @return the wire status
+ *  (KMS_ST__COUNT for a drop). */
+uint16_t efx_run1(struct efx *f, const struct efx_dgram *req,
+		  struct efx_reply *rep);
+
+/** Honest tokens at f->now, request, no run. */
+void efx_dep_build(struct efx *f, struct efx_dep *d, const struct efx_party *a,
+		   const struct efx_party *b, const struct efx_party *as);
+/** After a run: on OK, check the reply and open Ea(K) as A into d->k. */
+void efx_dep_finish(struct efx_dep *d);
+/** Build, run alone, finish. @return the wire status. */
+uint16_t efx_deposit(struct efx *f, struct efx_dep *d, const struct efx_party *a,
+		     const struct efx_party *b, const struct efx_party *as);
+
+/** B's fresh Eb at f->now, the deposit's handle, request, no run. */
+void efx_ret_build(struct efx *f, struct efx_ret *r, const struct efx_dep *d,
+		   const struct efx_party *b);
+/** After a run: on OK, check the reply and open Eb(K) as @p b into r->k. */
+void efx_ret_finish(struct efx_ret *r, const struct efx_dep *d,
+		    const struct efx_party *b);
+uint16_t efx_retrieve(struct efx *f, struct efx_ret *r, const struct efx_dep *d,
+		      const struct efx_party *b);
+
+/** Open a reply's keybox. @return kms_keybox_open's result. */
+int efx_open(const struct efx_reply *rep, uint8_t role,
+	     const struct efx_party *recip, const struct efx_party *a,
+	     const struct efx_party *b, const uint8_t nonce[KMS_NONCE_LEN],
+	     uint8_t k[KMS_KEY_LEN]);
+
+/** 1 if @p needle (@p nlen bytes) occurs in @p hay. */
+int efx_contains(const void *hay, size_t hlen, const void *needle, size_t nlen);
+
+/** Sum of every worker's counters. */
+void efx_stats(struct efx *f, struct kms_stats *out);
+
+#endif /* ENGINE_FIXTURE_H */

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# End to end over UDP on loopback: kmsctl init/enroll, kmsd --io socket,
+# kms-client playing UE-A, the mailbox AS and UE-B; then refusals a user
+# would hit (replay, wrong B, revoked B, stale token, unknown AS) and a
+# clean SIGTERM shutdown. Usage: test_e2e.sh BUILD_DIR
+BIN=$1
+. "$(dirname "$0")/lib.sh"
+setup_env
+
+A=sip:alice@example.org B=sip:bob@example.org C=sip:carol@example.org
+MB=mailbox.example.org
+"$KMSCTL" -c "$W/kms.conf" init >/dev/null
+enroll user $A a; enroll user $B b; enroll user $C c; enroll as $MB mb
+[ "$(stat -c %a "$W/a.key")" = 600 ] && pass "key file mode 0600" || fail "key file mode"
+start_kmsd --io socket
+
+# 1. The seed's flow: A's token, the mailbox deposits, A opens Ea(K); later
+#    B retrieves Eb(K). Both hold the same K.
+$CLIENT token --key "$W/a.key" --peer $B --out "$W/ea.tok"
+$CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/ea.tok" \
+  --params-out "$W/params.txt" --reply-out "$W/reply.txt" \
+  --save-request "$W/deposit.req" >/dev/null
+$CLIENT open --key "$W/a.key" --token "$W/ea.tok" --reply "$W/reply.txt" --out "$W/ka.txt"
+$CLIENT retrieve --server "$SERVER" --key "$W/b.key" --params "$W/params.txt" \
+  --out "$W/kb.txt" --save-request "$W/retrieve.req" >/dev/null
+KA=$(value "$W/ka.txt" k); KB=$(value "$W/kb.txt" k)
+[ ${#KA} -eq 64 ] && [ "$KA" = "$KB" ] && pass "B got exactly A's K" || fail "K_A=$KA K_B=$KB"
+[ "$(value "$W/ka.txt" key_id)" = "$(value "$W/params.txt" key_id)" ] && pass "same key id" || fail "key id"
+
+# 2. The mailbox never holds K: nothing it sent, received or kept has it.
+if grep -qi "$KA" "$W/params.txt" "$W/reply.txt" "$W/deposit.req" "$W/retrieve.req"; then
+  fail "K found in the mailbox's files"
+else
+  pass "K absent from everything the mailbox sent, received and kept"
+fi
+# The mailbox cannot open Ea(K) with its own key.
+if $CLIENT open --key "$W/mb.key" --token "$W/ea.tok" --reply "$W/reply.txt" \
+    --out "$W/kmb.txt" 2>/dev/null; then fail "mailbox opened Ea(K)"; else pass "Ea(K) does not open with Kas"; fi
+
+# 3. Replays of the exact datagrams are refused.
+out=$($CLIENT send --server "$SERVER" --in "$W/deposit.req" 2>&1 || true)
+echo "$out" | grep -q "status=REPLAY" && pass "replayed DEPOSIT refused" || fail "deposit replay: $out"
+out=$($CLIENT send --server "$SERVER" --in "$W/retrieve.req" 2>&1 || true)
+echo "$out" | grep -q "status=REPLAY" && pass "replayed RETRIEVE refused" || fail "retrieve replay: $out"
+
+# 4. Carol cannot get the key of the Alice->Bob deposit.
+out=$($CLIENT retrieve --server "$SERVER" --key "$W/c.key" --params "$W/params.txt" \
+  --out "$W/kc.txt" --force-mismatch 2>&1 || true)
+echo "$out" | grep -Eq "refused: (AUTH_FAILED|ID_MISMATCH|HANDLE_MISMATCH|NOT_RECIPIENT)" \
+  && [ ! -s "$W/kc.txt" ] && pass "wrong B refused ($out)" || fail "wrong B: $out"
+
+# 5. Stale tokens are refused (60 s old, skew 30 s).
+$CLIENT token --key "$W/a.key" --peer $B --out "$W/ea2.tok"
+out=$($CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/ea2.tok" \
+  --params-out "$W/p2.txt" --reply-out "$W/r2.txt" --ts-offset-ms -60000 2>&1 || true)
+echo "$out" | grep -q "refused: STALE" && pass "stale Eas refused" || fail "stale: $out"
+
+# 6. Unknown AS: a key file nobody enrolled.
+sed 's/^id = .*/id = rogue.example.org/' "$W/mb.key" > "$W/rogue.key"; chmod 600 "$W/rogue.key"
+out=$($CLIENT deposit --server "$SERVER" --key "$W/rogue.key" --token "$W/ea2.tok" \
+  --params-out "$W/p3.txt" --reply-out "$W/r3.txt" 2>&1 || true)
+echo "$out" | grep -q "refused: UNKNOWN_PARTY" && pass "unknown AS refused" || fail "unknown AS: $out"
+
+# 7. Revocation while kmsd runs: B's next RETRIEVE is refused.
+$CLIENT token --key "$W/a.key" --peer $B --out "$W/ea4.tok"
+$CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/ea4.tok" \
+  --params-out "$W/p4.txt" --reply-out "$W/r4.txt" >/dev/null
+"$KMSCTL" -c "$W/kms.conf" revoke --id $B >/dev/null
+out=$($CLIENT retrieve --server "$SERVER" --key "$W/b.key" --params "$W/p4.txt" \
+  --out "$W/kb4.txt" 2>&1 || true)
+echo "$out" | grep -q "refused: PARTY_REVOKED" && pass "revoked B refused" || fail "revoked B: $out"
+
+# 8. The audit names every issue of a key and never holds it.
+"$KMSCTL" -c "$W/kms.conf" audit > "$W/audit.txt"
+grep -q "key-new actor=$MB a=$A b=$B" "$W/audit.txt" && grep -q "key-retrieve actor=$B" "$W/audit.txt" \
+  && pass "deposit and retrieval audited" || fail "audit: $(cat "$W/audit.txt")"
+grep -qi "$KA" "$W/audit.txt" && fail "K in the audit" || pass "K absent from the audit"
+
+# 9. Garbage is dropped or refused and kmsd keeps serving.
+printf 'not a kms datagram' > /dev/udp/127.0.0.1/"${SERVER##*:}"
+head -c 1472 /dev/urandom > /dev/udp/127.0.0.1/"${SERVER##*:}"
+$CLIENT token --key "$W/a.key" --peer $C --out "$W/ea5.tok"
+$CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/ea5.tok" \
+  --params-out "$W/p5.txt" --reply-out "$W/r5.txt" >/dev/null \
+  && pass "still serving after garbage" || fail "kmsd stopped answering"
+
+# 10. SIGTERM: clean exit with the counters printed.
+if stop_kmsd; then pass "SIGTERM: exit 0"; else fail "kmsd exit status on SIGTERM"; fi
+grep -q "drops_not_kms=2" "$W/kmsd.log" && pass "garbage counted as drops" || fail "drop count: $(grep stats "$W/kmsd.log")"
+grep -q "deposit REPLAY=1" "$W/kmsd.log" && pass "replay counted" || fail "replay count"
+finish

@@ -1,0 +1,1219 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Keystore tests on a real LMDB environment in a fresh temp directory.
+ * Raw lmdb calls appear here only to plant bad bytes the API refuses to
+ * write.
+ */
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <lmdb.h>
+
+#include "kms_err.h"
+#include "kms_ks.h"
+#include "ks_priv.h"
+
+#define TINY_MAP (256 * 1024)
+
+struct fx {
+	char dir[64];
+	char store[96];
+};
+
+static int rm_one(const char *path, const struct stat *sb, int flag,
+		  struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/kms-ks-XXXXXX");
+	if (!mkdtemp(f->dir)) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->store, sizeof(f->store), "%s/store", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+static struct kms_ks *open_ks(const struct fx *f, size_t map, int create)
+{
+	struct kms_ks_config cfg = { .path = f->store, .map_size = map,
+				     .create = create };
+	struct kms_ks *ks = NULL;
+
+	assert_int_equal(kms_ks_open(&cfg, &ks), KMS_OK);
+	assert_non_null(ks);
+	return ks;
+}
+
+/* Write raw bytes into a named database, bypassing the codec. */
+static void raw_put(const struct fx *f, const char *db, const void *key,
+		    size_t klen, const void *val, size_t vlen)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { .mv_size = klen, .mv_data = (void *)key };
+	MDB_val v = { .mv_size = vlen, .mv_data = (void *)val };
+
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+	assert_int_equal(mdb_env_open(env, f->store, MDB_NOTLS, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+	assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* ---- record builders: max-length IDs, every byte position distinct ---- */
+
+static void fill_id(char *dst, uint8_t *len, char c, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		dst[i] = (char)(0x21 + (c + i) % 94);
+	*len = (uint8_t)n;
+}
+
+static void fill_bytes(uint8_t *p, size_t n, uint8_t seed)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		p[i] = (uint8_t)(seed + i * 7);
+}
+
+static struct kms_id mk_id(char *buf, char c, size_t n)
+{
+	struct kms_id id;
+
+	fill_id(buf, &id.len, c, n);
+	id.p = (const uint8_t *)buf;
+	return id;
+}
+
+static void mk_party(struct kms_party *p, uint32_t gen)
+{
+	memset(p, 0, sizeof(*p));
+	p->kind = KMS_PARTY_AS;
+	p->status = KMS_PARTY_REVOKED;
+	p->gen = gen;
+	p->created_ms = 0x0102030405060708ULL;
+	fill_bytes(p->blob, sizeof(p->blob), (uint8_t)gen);
+}
+
+static void mk_pair(struct kms_pair *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->k_gen = 0xfffffffeU;
+	p->uses = 77;
+	p->created_ms = UINT64_MAX - 1;
+	fill_bytes(p->blob, sizeof(p->blob), 3);
+}
+
+static void mk_deposit(struct kms_deposit *d, uint32_t n)
+{
+	memset(d, 0, sizeof(*d));
+	d->status = KMS_DEP_ACTIVE;
+	d->k_gen = n;
+	d->retrievals = 0x80000001U;
+	d->created_ms = 1700000000000ULL + n;
+	d->expiry_ms = 1700086400000ULL + n;
+	fill_bytes(d->pair_hash, sizeof(d->pair_hash), 11);
+	fill_bytes(d->ea_digest, sizeof(d->ea_digest), 13);
+	fill_bytes(d->blob, sizeof(d->blob), (uint8_t)n);
+	fill_id(d->id_a, &d->id_a_len, 'a', KMS_ID_MAX);
+	fill_id(d->id_b, &d->id_b_len, 'b', KMS_ID_MAX);
+	fill_id(d->id_as, &d->id_as_len, 's', KMS_ID_MAX);
+}
+
+static void mk_audit(struct kms_audit *a, uint8_t event, uint64_t t,
+		     uint32_t tag)
+{
+	memset(a, 0, sizeof(*a));
+	a->event = event;
+	a->time_ms = t;
+	a->k_gen = tag;
+	fill_bytes(a->key_id, sizeof(a->key_id), 5);
+	fill_id(a->actor, &a->actor_len, 'x', KMS_ID_MAX);
+	fill_id(a->id_a, &a->id_a_len, 'a', KMS_ID_MAX);
+	fill_id(a->id_b, &a->id_b_len, 'b', KMS_ID_MAX);
+}
+
+static void key_id(uint8_t out[KMS_KEY_ID_LEN], uint32_t n)
+{
+	memset(out, 0, KMS_KEY_ID_LEN);
+	put_be32(out + KMS_KEY_ID_LEN - 4, n);
+}
+
+/* Field-by-field: struct padding is not part of the contract. */
+static void assert_party_eq(const struct kms_party *x,
+			    const struct kms_party *y)
+{
+	assert_int_equal(x->kind, y->kind);
+	assert_int_equal(x->status, y->status);
+	assert_int_equal(x->gen, y->gen);
+	assert_true(x->created_ms == y->created_ms);
+	assert_memory_equal(x->blob, y->blob, sizeof(x->blob));
+}
+
+static void assert_pair_eq(const struct kms_pair *x, const struct kms_pair *y)
+{
+	assert_int_equal(x->k_gen, y->k_gen);
+	assert_int_equal(x->uses, y->uses);
+	assert_true(x->created_ms == y->created_ms);
+	assert_memory_equal(x->blob, y->blob, sizeof(x->blob));
+}
+
+static void assert_deposit_eq(const struct kms_deposit *x,
+			      const struct kms_deposit *y)
+{
+	assert_int_equal(x->status, y->status);
+	assert_int_equal(x->k_gen, y->k_gen);
+	assert_int_equal(x->retrievals, y->retrievals);
+	assert_true(x->created_ms == y->created_ms);
+	assert_true(x->expiry_ms == y->expiry_ms);
+	assert_memory_equal(x->pair_hash, y->pair_hash, sizeof(x->pair_hash));
+	assert_memory_equal(x->ea_digest, y->ea_digest, sizeof(x->ea_digest));
+	assert_memory_equal(x->blob, y->blob, sizeof(x->blob));
+	assert_int_equal(x->id_a_len, y->id_a_len);
+	assert_int_equal(x->id_b_len, y->id_b_len);
+	assert_int_equal(x->id_as_len, y->id_as_len);
+	assert_memory_equal(x->id_a, y->id_a, x->id_a_len);
+	assert_memory_equal(x->id_b, y->id_b, x->id_b_len);
+	assert_memory_equal(x->id_as, y->id_as, x->id_as_len);
+}
+
+static void assert_audit_eq(const struct kms_audit *x,
+			    const struct kms_audit *y)
+{
+	assert_int_equal(x->event, y->event);
+	assert_true(x->time_ms == y->time_ms);
+	assert_int_equal(x->k_gen, y->k_gen);
+	assert_memory_equal(x->key_id, y->key_id, sizeof(x->key_id));
+	assert_int_equal(x->actor_len, y->actor_len);
+	assert_int_equal(x->id_a_len, y->id_a_len);
+	assert_int_equal(x->id_b_len, y->id_b_len);
+	assert_memory_equal(x->actor, y->actor, x->actor_len);
+	assert_memory_equal(x->id_a, y->id_a, x->id_a_len);
+	assert_memory_equal(x->id_b, y->id_b, x->id_b_len);
+}
+
+static struct kms_ks_counts counts(struct kms_ks *ks)
+{
+	struct kms_ks_counts c;
+
+	assert_int_equal(kms_ks_counts(ks, &c), KMS_OK);
+	return c;
+}
+
+/* ---- open / create ---- */
+
+static void test_open_missing(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks_config cfg = { .path = f->store };
+	struct kms_ks *ks = NULL;
+	struct stat st;
+
+	assert_int_equal(kms_ks_open(&cfg, &ks), KMS_ERR_NOTFOUND);
+	assert_null(ks);
+	assert_int_equal(stat(f->store, &st), -1);
+
+	/* An empty directory is no store either, and stays empty. */
+	assert_int_equal(mkdir(f->store, 0700), 0);
+	assert_int_equal(kms_ks_open(&cfg, &ks), KMS_ERR_NOTFOUND);
+	assert_null(ks);
+	assert_int_equal(rmdir(f->store), 0);
+}
+
+static void test_create_reopen(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks;
+	struct kms_ks_txn *t;
+	struct stat st;
+	char buf[32], created[32];
+	unsigned long long ms;
+
+	ks = open_ks(f, 0, 1);
+	assert_int_equal(stat(f->store, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0700);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_meta_get(t, "format", buf, sizeof(buf)), KMS_OK);
+	assert_string_equal(buf, "1");
+	assert_int_equal(kms_ks_meta_get(t, "created_ms", created,
+					 sizeof(created)), KMS_OK);
+	ms = strtoull(created, NULL, 10);
+	assert_true(ms > 1600000000000ULL);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	kms_ks_close(ks);
+
+	/* Reopen without create; created_ms is not rewritten. */
+	ks = open_ks(f, 0, 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_meta_get(t, "created_ms", buf, sizeof(buf)),
+			 KMS_OK);
+	assert_string_equal(buf, created);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+
+	/* Reopen with create on an existing store is a plain open. */
+	ks = open_ks(f, 0, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_meta_get(t, "created_ms", buf, sizeof(buf)),
+			 KMS_OK);
+	assert_string_equal(buf, created);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+	kms_ks_close(NULL);
+	kms_ks_txn_abort(NULL);
+}
+
+static void test_format_check(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks_config cfg = { .path = f->store, .create = 1 };
+	struct kms_ks *ks = open_ks(f, 0, 1);
+
+	kms_ks_close(ks);
+	raw_put(f, "meta", "format", 6, "99", 2);
+	ks = NULL;
+	assert_int_equal(kms_ks_open(&cfg, &ks), KMS_ERR_CORRUPT);
+	assert_null(ks);
+	cfg.create = 0;
+	assert_int_equal(kms_ks_open(&cfg, &ks), KMS_ERR_CORRUPT);
+	assert_null(ks);
+	/* Nothing was changed by the refused opens. */
+	raw_put(f, "meta", "format", 6, "1", 1);
+	ks = open_ks(f, 0, 0);
+	kms_ks_close(ks);
+}
+
+static void test_meta(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	char buf[16];
+
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_meta_put(t, "kek_label", "kms-kek"), KMS_OK);
+	assert_int_equal(kms_ks_meta_get(t, "kek_label", buf, sizeof(buf)),
+			 KMS_OK);
+	assert_string_equal(buf, "kms-kek");
+	assert_int_equal(kms_ks_meta_put(t, "kek_label", "kek-2"), KMS_OK);
+	assert_int_equal(kms_ks_meta_put(t, "empty", ""), KMS_OK);
+	assert_int_equal(kms_ks_meta_put(t, "", "x"), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_meta_put(t, "x", NULL), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	memset(buf, 'z', sizeof(buf));
+	assert_int_equal(kms_ks_meta_get(t, "kek_label", buf, 5), KMS_ERR_SPACE);
+	assert_int_equal(buf[0], 'z');
+	assert_int_equal(kms_ks_meta_get(t, "kek_label", buf, 6), KMS_OK);
+	assert_string_equal(buf, "kek-2");
+	assert_int_equal(kms_ks_meta_get(t, "empty", buf, 1), KMS_OK);
+	assert_string_equal(buf, "");
+	assert_int_equal(kms_ks_meta_get(t, "nope", buf, sizeof(buf)),
+			 KMS_ERR_NOTFOUND);
+	assert_int_equal(kms_ks_meta_put(t, "a", "b"), KMS_ERR_INVAL);
+	/* None of these stick. */
+	assert_int_equal(kms_ks_txn_error(t), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	kms_ks_close(ks);
+}
+
+/* ---- records ---- */
+
+static void test_roundtrip(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	char idbuf[KMS_ID_MAX];
+	struct kms_id id = mk_id(idbuf, 'p', KMS_ID_MAX);
+	uint8_t hash[KMS_PAIR_HASH_LEN], kid[KMS_KEY_ID_LEN];
+	struct kms_party p, p2;
+	struct kms_pair pr, pr2;
+	struct kms_deposit d, d2;
+	struct kms_audit a;
+
+	fill_bytes(hash, sizeof(hash), 99);
+	key_id(kid, 1);
+	mk_party(&p, 7);
+	mk_pair(&pr);
+	mk_deposit(&d, 1);
+	mk_audit(&a, KMS_AUD_KEY_NEW, 1700000000123ULL, 9);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_OK);
+	assert_int_equal(kms_ks_pair_put(t, hash, &pr), KMS_OK);
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 0), KMS_OK);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
+	/* Visible inside the write txn already. */
+	assert_int_equal(kms_ks_party_get(t, &id, &p2), KMS_OK);
+	assert_party_eq(&p, &p2);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	memset(&p2, 0, sizeof(p2));
+	assert_int_equal(kms_ks_party_get(t, &id, &p2), KMS_OK);
+	assert_party_eq(&p, &p2);
+	assert_int_equal(kms_ks_pair_get(t, hash, &pr2), KMS_OK);
+	assert_pair_eq(&pr, &pr2);
+	assert_int_equal(kms_ks_deposit_get(t, kid, &d2), KMS_OK);
+	assert_deposit_eq(&d, &d2);
+	assert_int_equal(kms_ks_audit_foreach(t, NULL, NULL), KMS_ERR_INVAL);
+	kms_ks_txn_abort(t);
+	assert_int_equal(counts(ks).audit, 1);
+	kms_ks_close(ks);
+}
+
+static int audit_collect(const struct kms_audit *a, void *arg)
+{
+	struct kms_audit *dst = arg;
+
+	*dst = *a;
+	return 0;
+}
+
+static void test_roundtrip_audit(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	struct kms_audit a, got;
+
+	mk_audit(&a, KMS_AUD_KEY_RETRIEVE, 1700000000123ULL, 0xdeadbeef);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(kms_ks_audit_foreach(t, audit_collect, &got), KMS_OK);
+	assert_audit_eq(&a, &got);
+	kms_ks_txn_abort(t);
+
+	/* Empty actor and IDs (an INIT event) are allowed. */
+	memset(&a, 0, sizeof(a));
+	a.event = KMS_AUD_INIT;
+	a.time_ms = 1700000000124ULL;
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_audit_foreach(t, audit_collect, &got), KMS_OK);
+	assert_audit_eq(&a, &got);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
+static void test_notfound_not_sticky(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	char idbuf[KMS_ID_MAX];
+	struct kms_id id = mk_id(idbuf, 'q', 5);
+	uint8_t hash[KMS_PAIR_HASH_LEN] = { 0 }, kid[KMS_KEY_ID_LEN];
+	struct kms_party p, sentinel;
+	struct kms_pair pr;
+	struct kms_deposit d;
+
+	key_id(kid, 42);
+	mk_party(&p, 1);
+	memset(&sentinel, 0xa5, sizeof(sentinel));
+	p = sentinel;
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_get(t, &id, &p), KMS_ERR_NOTFOUND);
+	assert_memory_equal(&p, &sentinel, sizeof(p));
+	assert_int_equal(kms_ks_pair_get(t, hash, &pr), KMS_ERR_NOTFOUND);
+	assert_int_equal(kms_ks_deposit_get(t, kid, &d), KMS_ERR_NOTFOUND);
+	assert_int_equal(kms_ks_txn_error(t), KMS_OK);
+	mk_party(&p, 1);
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(counts(ks).parties, 1);
+	kms_ks_close(ks);
+}
+
+static void test_invalid_args(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	char idbuf[KMS_ID_MAX + 1];
+	struct kms_id id = mk_id(idbuf, 'q', 5), bad;
+	uint8_t kid[KMS_KEY_ID_LEN];
+	struct kms_party p;
+	struct kms_deposit d;
+	struct kms_audit a;
+
+	key_id(kid, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	mk_party(&p, 1);
+	p.kind = 0;
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_ERR_INVAL);
+	mk_party(&p, 1);
+	p.status = 9;
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_ERR_INVAL);
+	mk_party(&p, 1);
+	bad = id;
+	bad.len = 0;
+	assert_int_equal(kms_ks_party_put(t, &bad, &p), KMS_ERR_INVAL);
+	idbuf[2] = ' ';
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_party_get(t, &id, &p), KMS_ERR_INVAL);
+	idbuf[2] = 'Q';
+	mk_deposit(&d, 1);
+	d.id_b_len = 0;
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 1), KMS_ERR_INVAL);
+	mk_deposit(&d, 1);
+	d.id_as_len = KMS_ID_MAX + 1;
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 1), KMS_ERR_INVAL);
+	mk_deposit(&d, 1);
+	d.status = 0;
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 1), KMS_ERR_INVAL);
+	mk_audit(&a, 0, 1, 1);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_ERR_INVAL);
+	mk_audit(&a, KMS_AUD_INIT, UINT64_MAX, 1);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_ERR_INVAL);
+	/* Argument errors do not poison the txn. */
+	assert_int_equal(kms_ks_txn_error(t), KMS_OK);
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(counts(ks).parties, 1);
+	assert_int_equal(counts(ks).deposits, 0);
+	assert_int_equal(counts(ks).audit, 0);
+	kms_ks_close(ks);
+}
+
+static void test_rdonly_put(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	char idbuf[KMS_ID_MAX];
+	struct kms_id id = mk_id(idbuf, 'r', 3);
+	uint8_t hash[KMS_PAIR_HASH_LEN] = { 1 }, kid[KMS_KEY_ID_LEN];
+	struct kms_party p;
+	struct kms_pair pr;
+	struct kms_deposit d;
+	struct kms_audit a;
+
+	key_id(kid, 1);
+	mk_party(&p, 1);
+	mk_pair(&pr);
+	mk_deposit(&d, 1);
+	mk_audit(&a, KMS_AUD_ENROLL, 5, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_pair_put(t, hash, &pr), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 1), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_meta_put(t, "x", "y"), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	kms_ks_close(ks);
+}
+
+static void test_deposit_exists(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	uint8_t kid[KMS_KEY_ID_LEN];
+	struct kms_deposit d, d2;
+
+	key_id(kid, 5);
+	mk_deposit(&d, 5);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 0), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	d.retrievals = 1;
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 0), KMS_ERR_EXISTS);
+	assert_int_equal(kms_ks_txn_error(t), KMS_OK);
+	assert_int_equal(kms_ks_deposit_get(t, kid, &d2), KMS_OK);
+	assert_int_equal(d2.retrievals, 0x80000001U);
+	/* The txn goes on: an overwrite works and commits. */
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 1), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_deposit_get(t, kid, &d2), KMS_OK);
+	assert_deposit_eq(&d, &d2);
+	kms_ks_txn_abort(t);
+	assert_int_equal(counts(ks).deposits, 1);
+	kms_ks_close(ks);
+}
+
+/* ---- transactions ---- */
+
+static void test_commit_survives_reopen(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	char idbuf[KMS_ID_MAX];
+	struct kms_id id = mk_id(idbuf, 'c', 40);
+	uint8_t kid[KMS_KEY_ID_LEN];
+	struct kms_party p, p2;
+	struct kms_deposit d, d2;
+
+	key_id(kid, 9);
+	mk_party(&p, 3);
+	mk_deposit(&d, 9);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_OK);
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 0), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	kms_ks_close(ks);
+
+	ks = open_ks(f, 0, 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_get(t, &id, &p2), KMS_OK);
+	assert_party_eq(&p, &p2);
+	assert_int_equal(kms_ks_deposit_get(t, kid, &d2), KMS_OK);
+	assert_deposit_eq(&d, &d2);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
+static void test_abort_leaves_nothing(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	char idbuf[KMS_ID_MAX];
+	struct kms_id id = mk_id(idbuf, 'n', 10);
+	uint8_t hash[KMS_PAIR_HASH_LEN] = { 7 }, kid[KMS_KEY_ID_LEN];
+	struct kms_party p;
+	struct kms_pair pr;
+	struct kms_deposit d;
+	struct kms_audit a;
+	struct kms_ks_counts c;
+	char buf[8];
+
+	key_id(kid, 1);
+	mk_party(&p, 1);
+	mk_pair(&pr);
+	mk_deposit(&d, 1);
+	mk_audit(&a, KMS_AUD_ENROLL, 100, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_OK);
+	assert_int_equal(kms_ks_pair_put(t, hash, &pr), KMS_OK);
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 0), KMS_OK);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
+	assert_int_equal(kms_ks_meta_put(t, "kek_label", "k"), KMS_OK);
+	kms_ks_txn_abort(t);
+
+	c = counts(ks);
+	assert_int_equal(c.parties + c.pairs + c.deposits + c.audit, 0);
+	kms_ks_close(ks);
+	ks = open_ks(f, 0, 0);
+	c = counts(ks);
+	assert_int_equal(c.parties + c.pairs + c.deposits + c.audit, 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_get(t, &id, &p), KMS_ERR_NOTFOUND);
+	assert_int_equal(kms_ks_meta_get(t, "kek_label", buf, sizeof(buf)),
+			 KMS_ERR_NOTFOUND);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
+static void test_read_snapshot(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *r, *w;
+	uint8_t kid[KMS_KEY_ID_LEN];
+	struct kms_deposit d;
+
+	key_id(kid, 1);
+	mk_deposit(&d, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &r), KMS_OK);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &w), KMS_OK);
+	assert_int_equal(kms_ks_deposit_put(w, kid, &d, 0), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(w), KMS_OK);
+	assert_int_equal(kms_ks_deposit_get(r, kid, &d), KMS_ERR_NOTFOUND);
+	kms_ks_txn_abort(r);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &r), KMS_OK);
+	assert_int_equal(kms_ks_deposit_get(r, kid, &d), KMS_OK);
+	kms_ks_txn_abort(r);
+	kms_ks_close(ks);
+}
+
+/* ---- corruption ---- */
+
+static void test_corrupt_party(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	char goodbuf[KMS_ID_MAX], badbuf[KMS_ID_MAX];
+	struct kms_id good = mk_id(goodbuf, 'g', 4), bad = mk_id(badbuf, 'b', 4);
+	struct kms_party p, sentinel;
+	static const uint8_t garbage[] = "this is not a party record";
+
+	mk_party(&p, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_put(t, &good, &p), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	kms_ks_close(ks);
+	raw_put(f, "parties", bad.p, bad.len, garbage, sizeof(garbage));
+
+	ks = open_ks(f, 0, 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	memset(&sentinel, 0x5a, sizeof(sentinel));
+	p = sentinel;
+	assert_int_equal(kms_ks_party_get(t, &bad, &p), KMS_ERR_CORRUPT);
+	assert_memory_equal(&p, &sentinel, sizeof(p));
+	/* Sticky: a good record now also reads as the error. */
+	assert_int_equal(kms_ks_txn_error(t), KMS_ERR_CORRUPT);
+	assert_int_equal(kms_ks_party_get(t, &good, &p), KMS_ERR_CORRUPT);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_ERR_CORRUPT);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_get(t, &good, &p), KMS_OK);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
+static int count_party(const struct kms_id *id, const struct kms_party *p,
+		       void *arg)
+{
+	(void)id;
+	(void)p;
+	++*(int *)arg;
+	return 0;
+}
+
+static void test_corrupt_foreach(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	uint8_t key[KS_AUDIT_KEY_LEN], rec[KS_AUDIT_MAX];
+	struct kms_audit a;
+	struct kms_party p;
+	int n = 0, len;
+
+	kms_ks_close(ks);
+	/* A well-formed party record under a key that is not an ID. */
+	mk_party(&p, 1);
+	len = kms_ks_rec_party_enc(&p, rec);
+	assert_int_equal(len, KS_PARTY_LEN);
+	raw_put(f, "parties", "bad id", 6, rec, (size_t)len);
+	/* A well-formed audit record whose key time is not its own. */
+	mk_audit(&a, KMS_AUD_INIT, 1000, 1);
+	len = kms_ks_rec_audit_enc(&a, rec);
+	put_be64(key, 999 * 1000000ULL);
+	put_be32(key + 8, 0);
+	raw_put(f, "audit", key, sizeof(key), rec, (size_t)len);
+
+	ks = open_ks(f, 0, 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_foreach(t, count_party, &n),
+			 KMS_ERR_CORRUPT);
+	kms_ks_txn_abort(t);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_audit_foreach(t, audit_collect, &a),
+			 KMS_ERR_CORRUPT);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_ERR_CORRUPT);
+	kms_ks_close(ks);
+}
+
+/* Every truncation, every extension and a wrong version byte of a good
+ * record decode as CORRUPT. */
+static void check_codec(int (*dec)(const uint8_t *, size_t, void *),
+			const uint8_t *rec, size_t len, size_t out_size)
+{
+	uint8_t buf[KS_DEPOSIT_MAX + 2];
+	void *out = malloc(out_size);
+	size_t i;
+
+	assert_non_null(out);
+	assert_true(len + 1 <= sizeof(buf));
+	assert_int_equal(dec(rec, len, out), KMS_OK);
+	for (i = 0; i < len; i++)
+		assert_int_equal(dec(rec, i, out), KMS_ERR_CORRUPT);
+	memcpy(buf, rec, len);
+	buf[len] = 0;
+	assert_int_equal(dec(buf, len + 1, out), KMS_ERR_CORRUPT);
+	buf[0] = 2;
+	assert_int_equal(dec(buf, len, out), KMS_ERR_CORRUPT);
+	buf[0] = 0;
+	assert_int_equal(dec(buf, len, out), KMS_ERR_CORRUPT);
+	free(out);
+}
+
+static int dec_party(const uint8_t *b, size_t n, void *o)
+{
+	return kms_ks_rec_party_dec(b, n, o);
+}
+
+static int dec_pair(const uint8_t *b, size_t n, void *o)
+{
+	return kms_ks_rec_pair_dec(b, n, o);
+}
+
+static int dec_deposit(const uint8_t *b, size_t n, void *o)
+{
+	return kms_ks_rec_deposit_dec(b, n, o);
+}
+
+static int dec_audit(const uint8_t *b, size_t n, void *o)
+{
+	return kms_ks_rec_audit_dec(b, n, o);
+}
+
+static void test_codec(void **state)
+{
+	uint8_t rec[KS_DEPOSIT_MAX];
+	struct kms_party p;
+	struct kms_pair pr;
+	struct kms_deposit d, d2;
+	struct kms_audit a;
+	int n;
+
+	(void)state;
+	mk_party(&p, 1);
+	n = kms_ks_rec_party_enc(&p, rec);
+	assert_int_equal(n, 55);
+	/* Layout pinned: version, kind, status, gen BE, created BE, blob. */
+	assert_int_equal(rec[0], 1);
+	assert_int_equal(rec[1], KMS_PARTY_AS);
+	assert_int_equal(rec[2], KMS_PARTY_REVOKED);
+	assert_int_equal(get_be32(rec + 3), 1);
+	assert_true(get_be64(rec + 7) == 0x0102030405060708ULL);
+	assert_memory_equal(rec + 15, p.blob, KMS_HSM_BLOB_LEN);
+	check_codec(dec_party, rec, (size_t)n, sizeof(p));
+	rec[1] = 3;
+	assert_int_equal(kms_ks_rec_party_dec(rec, (size_t)n, &p),
+			 KMS_ERR_CORRUPT);
+
+	mk_pair(&pr);
+	n = kms_ks_rec_pair_enc(&pr, rec);
+	assert_int_equal(n, 57);
+	check_codec(dec_pair, rec, (size_t)n, sizeof(pr));
+
+	mk_deposit(&d, 1);
+	n = kms_ks_rec_deposit_enc(&d, rec);
+	assert_int_equal(n, KS_DEPOSIT_MAX);
+	assert_int_equal(rec[130], KMS_ID_MAX);
+	check_codec(dec_deposit, rec, (size_t)n, sizeof(d));
+	/* A non-printable byte inside an ID. */
+	rec[131] = 0x7f;
+	assert_int_equal(kms_ks_rec_deposit_dec(rec, (size_t)n, &d2),
+			 KMS_ERR_CORRUPT);
+	d.id_a_len = 1;
+	d.id_b_len = 2;
+	d.id_as_len = 3;
+	n = kms_ks_rec_deposit_enc(&d, rec);
+	assert_int_equal(n, KS_DEPOSIT_FIXED + 6);
+	assert_int_equal(kms_ks_rec_deposit_dec(rec, (size_t)n, &d2), KMS_OK);
+	assert_deposit_eq(&d, &d2);
+	/* An ID length pointing past the end. */
+	rec[130] = 200;
+	assert_int_equal(kms_ks_rec_deposit_dec(rec, (size_t)n, &d2),
+			 KMS_ERR_CORRUPT);
+
+	mk_audit(&a, KMS_AUD_REVOKE, 12345, 1);
+	n = kms_ks_rec_audit_enc(&a, rec);
+	assert_int_equal(n, KS_AUDIT_MAX);
+	check_codec(dec_audit, rec, (size_t)n, sizeof(a));
+	rec[1] = 7;
+	assert_int_equal(kms_ks_rec_audit_dec(rec, (size_t)n, &a),
+			 KMS_ERR_CORRUPT);
+}
+
+/* ---- map full and the sticky error ---- */
+
+static void test_sticky_mapfull(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, TINY_MAP, 1);
+	struct kms_ks_txn *t;
+	char idbuf[KMS_ID_MAX];
+	struct kms_id id = mk_id(idbuf, 'z', 8);
+	uint8_t kid[KMS_KEY_ID_LEN];
+	struct kms_deposit d;
+	struct kms_party p;
+	uint32_t i;
+	int rc = KMS_OK;
+
+	mk_party(&p, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+
+	/* One txn far larger than the map. */
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	for (i = 0; i < 100000 && rc == KMS_OK; i++) {
+		key_id(kid, i);
+		mk_deposit(&d, i);
+		rc = kms_ks_deposit_put(t, kid, &d, 0);
+	}
+	assert_int_equal(rc, KMS_ERR_MAPFULL);
+	assert_int_equal(kms_ks_txn_error(t), KMS_ERR_MAPFULL);
+	/* Every later call returns the same error, even ones that would
+	 * otherwise succeed or report NOTFOUND. */
+	assert_int_equal(kms_ks_party_get(t, &id, &p), KMS_ERR_MAPFULL);
+	key_id(kid, 0);
+	assert_int_equal(kms_ks_deposit_get(t, kid, &d), KMS_ERR_MAPFULL);
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_ERR_MAPFULL);
+	assert_int_equal(kms_ks_meta_put(t, "a", "b"), KMS_ERR_MAPFULL);
+	assert_int_equal(kms_ks_party_foreach(t, count_party, &rc),
+			 KMS_ERR_MAPFULL);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_ERR_MAPFULL);
+
+	/* Nothing from that txn is visible; the earlier one is. */
+	assert_int_equal(counts(ks).deposits, 0);
+	assert_int_equal(counts(ks).parties, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_deposit_get(t, kid, &d), KMS_ERR_NOTFOUND);
+	assert_int_equal(kms_ks_party_get(t, &id, &p), KMS_OK);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
+static void test_mapfull_keeps_committed(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, TINY_MAP, 1);
+	struct kms_ks_txn *t;
+	uint8_t kid[KMS_KEY_ID_LEN];
+	struct kms_deposit d, d2;
+	uint32_t committed = 0, next = 0, i;
+	int rc = KMS_OK, batch;
+
+	/* Small committed batches until the map is full. */
+	while (rc == KMS_OK) {
+		assert_true(next < 100000);
+		assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+		for (batch = 0; batch < 8 && rc == KMS_OK; batch++) {
+			key_id(kid, next);
+			mk_deposit(&d, next);
+			rc = kms_ks_deposit_put(t, kid, &d, 0);
+			next++;
+		}
+		if (rc == KMS_OK) {
+			rc = kms_ks_txn_commit(t);
+			if (rc == KMS_OK)
+				committed = next;
+		} else {
+			assert_int_equal(kms_ks_txn_commit(t), rc);
+		}
+	}
+	assert_int_equal(rc, KMS_ERR_MAPFULL);
+	assert_true(committed > 16);
+	assert_int_equal(counts(ks).deposits, committed);
+
+	/* Every committed record is intact, in a fresh read txn. */
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	for (i = 0; i < committed; i++) {
+		key_id(kid, i);
+		mk_deposit(&d, i);
+		assert_int_equal(kms_ks_deposit_get(t, kid, &d2), KMS_OK);
+		assert_deposit_eq(&d, &d2);
+	}
+	key_id(kid, committed);
+	assert_int_equal(kms_ks_deposit_get(t, kid, &d2), KMS_ERR_NOTFOUND);
+	kms_ks_txn_abort(t);
+
+	/* And after close/reopen with a larger map, writes go on. */
+	kms_ks_close(ks);
+	ks = open_ks(f, 0, 0);
+	assert_int_equal(counts(ks).deposits, committed);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	key_id(kid, committed);
+	mk_deposit(&d, committed);
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 0), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	kms_ks_close(ks);
+}
+
+/* ---- iteration and counts ---- */
+
+struct aud_log {
+	uint32_t tags[16];
+	int n, stop_at;
+};
+
+static int audit_tags(const struct kms_audit *a, void *arg)
+{
+	struct aud_log *l = arg;
+
+	assert_true(l->n < 16);
+	l->tags[l->n++] = a->k_gen;
+	return l->n == l->stop_at ? 42 : 0;
+}
+
+static void append(struct kms_ks *ks, uint64_t t_ms, uint32_t tag)
+{
+	struct kms_ks_txn *t;
+	struct kms_audit a;
+
+	mk_audit(&a, KMS_AUD_KEY_NEW, t_ms, tag);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+}
+
+static void test_audit_order(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	struct aud_log l = { 0 };
+	static const uint32_t want[] = { 2, 4, 7, 1, 3, 5, 8, 6 };
+	struct kms_audit a;
+	int i;
+
+	/* Time first, arrival within one ms; across txns and a reopen. */
+	append(ks, 2000, 1);
+	append(ks, 1000, 2);
+	append(ks, 2000, 3);
+	append(ks, 1000, 4);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	mk_audit(&a, KMS_AUD_KEY_NEW, 2000, 5);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
+	mk_audit(&a, KMS_AUD_KEY_NEW, 3000, 6);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	kms_ks_close(ks);
+	ks = open_ks(f, 0, 0);
+	append(ks, 1000, 7);
+	append(ks, 2000, 8);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_audit_foreach(t, audit_tags, &l), KMS_OK);
+	assert_int_equal(l.n, 8);
+	for (i = 0; i < 8; i++)
+		assert_int_equal(l.tags[i], want[i]);
+	/* A non-zero callback result stops the walk and is returned. */
+	memset(&l, 0, sizeof(l));
+	l.stop_at = 3;
+	assert_int_equal(kms_ks_audit_foreach(t, audit_tags, &l), 42);
+	assert_int_equal(l.n, 3);
+	assert_int_equal(kms_ks_txn_error(t), KMS_OK);
+	kms_ks_txn_abort(t);
+	assert_int_equal(counts(ks).audit, 8);
+	kms_ks_close(ks);
+}
+
+struct party_log {
+	char first[8];
+	int n, stop_at;
+};
+
+static int party_seen(const struct kms_id *id, const struct kms_party *p,
+		      void *arg)
+{
+	struct party_log *l = arg;
+
+	assert_int_equal(id->len, 3);
+	assert_int_equal(p->gen, (uint32_t)id->p[2]);
+	if (l->n < 8)
+		l->first[l->n] = (char)id->p[2];
+	l->n++;
+	return l->n == l->stop_at;
+}
+
+static void test_party_foreach(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	static const char *ids[] = { "idc", "ida", "ide", "idb", "idd" };
+	struct party_log l = { { 0 }, 0, 0 };
+	struct kms_party p;
+	struct kms_id id;
+	size_t i;
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_foreach(t, party_seen, &l), KMS_OK);
+	assert_int_equal(l.n, 0);
+	kms_ks_txn_abort(t);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	for (i = 0; i < 5; i++) {
+		id.p = (const uint8_t *)ids[i];
+		id.len = 3;
+		mk_party(&p, (uint32_t)ids[i][2]);
+		assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_OK);
+	}
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_foreach(t, party_seen, &l), KMS_OK);
+	assert_int_equal(l.n, 5);
+	assert_memory_equal(l.first, "abcde", 5);
+	memset(&l, 0, sizeof(l));
+	l.stop_at = 2;
+	assert_int_equal(kms_ks_party_foreach(t, party_seen, &l), 1);
+	assert_int_equal(l.n, 2);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
+static void test_counts(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	char idbuf[KMS_ID_MAX];
+	struct kms_id id;
+	uint8_t hash[KMS_PAIR_HASH_LEN] = { 0 }, kid[KMS_KEY_ID_LEN];
+	struct kms_party p;
+	struct kms_pair pr;
+	struct kms_deposit d;
+	struct kms_audit a;
+	struct kms_ks_counts c;
+	uint32_t i;
+
+	c = counts(ks);
+	assert_int_equal(c.parties + c.pairs + c.deposits + c.audit, 0);
+	mk_party(&p, 1);
+	mk_pair(&pr);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	for (i = 0; i < 3; i++) {
+		id = mk_id(idbuf, (char)i, 1 + i);
+		assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_OK);
+	}
+	for (i = 0; i < 5; i++) {
+		hash[0] = (uint8_t)i;
+		assert_int_equal(kms_ks_pair_put(t, hash, &pr), KMS_OK);
+	}
+	for (i = 0; i < 7; i++) {
+		key_id(kid, i);
+		mk_deposit(&d, i);
+		assert_int_equal(kms_ks_deposit_put(t, kid, &d, 0), KMS_OK);
+	}
+	for (i = 0; i < 11; i++) {
+		mk_audit(&a, KMS_AUD_KEY_REUSE, 500, i);
+		assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
+	}
+	/* Overwrites do not add entries. */
+	assert_int_equal(kms_ks_pair_put(t, hash, &pr), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	c = counts(ks);
+	assert_int_equal(c.parties, 3);
+	assert_int_equal(c.pairs, 5);
+	assert_int_equal(c.deposits, 7);
+	assert_int_equal(c.audit, 11);
+	assert_int_equal(kms_ks_counts(ks, NULL), KMS_ERR_INVAL);
+	kms_ks_close(ks);
+}
+
+/* ---- threads: concurrent writers and audit seqs ---- */
+
+#define THR_APPENDS 200
+
+static void *appender(void *arg)
+{
+	struct kms_ks *ks = arg;
+	struct kms_ks_txn *t;
+	struct kms_audit a;
+	int i, bad = 0;
+
+	mk_audit(&a, KMS_AUD_KEY_RETRIEVE, 777, 0);
+	for (i = 0; i < THR_APPENDS; i++) {
+		if (kms_ks_txn_begin(ks, 0, &t) != KMS_OK ||
+		    kms_ks_audit_append(t, &a) != KMS_OK ||
+		    kms_ks_txn_commit(t) != KMS_OK)
+			bad++;
+	}
+	return (void *)(intptr_t)bad;
+}
+
+static void test_threads(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	pthread_t th[2];
+	void *res;
+	int i;
+
+	for (i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, appender, ks), 0);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(pthread_join(th[i], &res), 0);
+		assert_int_equal((intptr_t)res, 0);
+	}
+	assert_int_equal(counts(ks).audit, 2 * THR_APPENDS);
+	kms_ks_close(ks);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_codec),
+		cmocka_unit_test_setup_teardown(test_open_missing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_roundtrip_audit, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_notfound_not_sticky, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_invalid_args, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rdonly_put, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deposit_exists, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_commit_survives_reopen, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_read_snapshot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_party, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_foreach, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_sticky_mapfull, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_mapfull_keeps_committed, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_audit_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_party_foreach, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_counts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
