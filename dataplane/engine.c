@@ -446,11 +446,14 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 	st = token_check(w, ka, &r->tok_a, &r->id_a, r);
 	if (!st)
 		st = token_check(w, kx, &r->tok_x, x_id, r);
-	/* Only authentic tokens enter the window; the single-use one first. */
+	/*
+	 * Only authentic tokens enter the window. Eas and Eb are single-use.
+	 * Ea is the deposit's handle: not single-use (a mailbox whose reply
+	 * was lost retries with a fresh Eas and the same Ea), but a DEPOSIT
+	 * accepts it only within the skew of its creation.
+	 */
 	if (!st)
 		st = replay_check(w, &r->tok_x, now);
-	if (!st && p->kind == KMS_RK_DEPOSIT)
-		st = replay_check(w, &r->tok_a, now);
 	if (st)
 		goto out;
 

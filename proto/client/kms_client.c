@@ -18,7 +18,8 @@
  * token: UE-A seals Ea(ID-A,ID-B). deposit: the mailbox AS adds Eas and asks
  * the KMS for Ea(K); it keeps the security parameters for B and forwards the
  * reply to A. open: UE-A opens Ea(K). retrieve: UE-B gets Eb(K). send:
- * replays a datagram saved by --save-request, once.
+ * replays a datagram saved by --save-request, once. deposit and retrieve
+ * try 3 times on a timeout, each time with a freshly sealed Eas or Eb.
  * Secrets come from files only. Text files hold "key = value" lines; key
  * outputs (ka.txt, kb.txt: key_id, k) are written with mode 0600. The
  * mailbox (deposit) never holds Ka, so it cannot open Ea(K).
@@ -178,8 +179,8 @@ static int transact(const struct opts *o, const char *what, uint8_t want,
 
 	if (o->val[OPT_SAVE] && save_request(o->val[OPT_SAVE], req, len))
 		return EX_LOCAL;
-	n = kc_udp_exchange(o->val[OPT_SERVER], req, len, TRIES,
-			    o->timeout_ms, txid, rep, RECV_MAX);
+	n = kc_udp_exchange(o->val[OPT_SERVER], req, len, 1, o->timeout_ms,
+			    txid, rep, RECV_MAX);
 	if (n <= 0)
 		return n < 0 ? EX_LOCAL : EX_TIMEOUT;
 	if (kms_resp_parse(rep, (size_t)n, resp) != KMS_OK) {
@@ -254,24 +255,33 @@ static int cmd_deposit(const struct opts *o)
 	if (kc_key_read(o->val[OPT_KEY], &kf, "as", o->seen & B(OPT_FORCE)))
 		return EX_LOCAL;
 	kms_id_from_str(kf.id, &as);
-	if (timestamp(o, &ts))
-		goto out;
-	n = kms_token_seal(KMS_ROLE_AS, &as, kf.gen, kf.key, ts, NULL, &t.a,
-			   &t.b, eas, sizeof(eas));
+	/*
+	 * A retry after a timeout seals a fresh Eas (new nonce and time): the
+	 * KMS refuses a repeated Eas as a replay. If only the reply was lost,
+	 * the first deposit stays unused until it expires.
+	 */
+	for (int attempt = 0; attempt < TRIES; attempt++) {
+		if (timestamp(o, &ts))
+			goto out;
+		n = kms_token_seal(KMS_ROLE_AS, &as, kf.gen, kf.key, ts, NULL,
+				   &t.a, &t.b, eas, sizeof(eas));
+		if (n < 0) {
+			kc_errmsg("sealing Eas: %s", kms_strerror(n));
+			goto out;
+		}
+		n = kms_deposit_req_encode(txid, &t.a, &t.b, &as, t.tok,
+					   (size_t)t.tok_len, eas, (size_t)n,
+					   req, sizeof(req));
+		if (n < 0) {
+			kc_errmsg("encoding DEPOSIT_REQ: %s", kms_strerror(n));
+			goto out;
+		}
+		ret = transact(o, "deposit", KMS_T_DEPOSIT_RESP, req, (size_t)n,
+			       txid, rep, &rep_len, &resp);
+		if (ret != EX_TIMEOUT)
+			break;
+	}
 	kms_keyfile_wipe(&kf);          /* Kas is not needed any more */
-	if (n < 0) {
-		kc_errmsg("sealing Eas: %s", kms_strerror(n));
-		goto out;
-	}
-	n = kms_deposit_req_encode(txid, &t.a, &t.b, &as, t.tok,
-				   (size_t)t.tok_len, eas, (size_t)n, req,
-				   sizeof(req));
-	if (n < 0) {
-		kc_errmsg("encoding DEPOSIT_REQ: %s", kms_strerror(n));
-		goto out;
-	}
-	ret = transact(o, "deposit", KMS_T_DEPOSIT_RESP, req, (size_t)n, txid,
-		       rep, &rep_len, &resp);
 	if (ret != EX_OK)
 		goto out;
 	ret = EX_LOCAL;
@@ -380,24 +390,29 @@ static int cmd_retrieve(const struct opts *o)
 		goto out;
 	}
 	kms_id_from_str(kf.id, &self);
-	if (timestamp(o, &ts))
-		goto out;
-	n = kms_token_seal(KMS_ROLE_B, &self, kf.gen, kf.key, ts, NULL, &t.a,
-			   &t.b, eb, sizeof(eb));
-	if (n < 0 || kc_token_nonce(eb, (size_t)n, &eb_nonce)) {
-		kc_errmsg("sealing Eb: %s",
-			  kms_strerror(n < 0 ? n : KMS_ERR_INVAL));
-		goto out;
+	/* As for deposits: a retry seals a fresh Eb, single-use at the KMS. */
+	for (int attempt = 0; attempt < TRIES; attempt++) {
+		if (timestamp(o, &ts))
+			goto out;
+		n = kms_token_seal(KMS_ROLE_B, &self, kf.gen, kf.key, ts, NULL,
+				   &t.a, &t.b, eb, sizeof(eb));
+		if (n < 0 || kc_token_nonce(eb, (size_t)n, &eb_nonce)) {
+			kc_errmsg("sealing Eb: %s",
+				  kms_strerror(n < 0 ? n : KMS_ERR_INVAL));
+			goto out;
+		}
+		n = kms_retrieve_req_encode(txid, &t.a, &t.b, key_id, t.tok,
+					    (size_t)t.tok_len, eb, (size_t)n,
+					    req, sizeof(req));
+		if (n < 0) {
+			kc_errmsg("encoding RETRIEVE_REQ: %s", kms_strerror(n));
+			goto out;
+		}
+		ret = transact(o, "retrieve", KMS_T_RETRIEVE_RESP, req,
+			       (size_t)n, txid, rep, &rep_len, &resp);
+		if (ret != EX_TIMEOUT)
+			break;
 	}
-	n = kms_retrieve_req_encode(txid, &t.a, &t.b, key_id, t.tok,
-				    (size_t)t.tok_len, eb, (size_t)n, req,
-				    sizeof(req));
-	if (n < 0) {
-		kc_errmsg("encoding RETRIEVE_REQ: %s", kms_strerror(n));
-		goto out;
-	}
-	ret = transact(o, "retrieve", KMS_T_RETRIEVE_RESP, req, (size_t)n,
-		       txid, rep, &rep_len, &resp);
 	if (ret != EX_OK)
 		goto out;
 	ret = EX_LOCAL;

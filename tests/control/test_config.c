@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The INI configuration: defaults, overrides, and errors naming file:line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "kms_config.h"
+#include "kms_err.h"
+
+static char path[64];
+
+static int load(const char *text, struct kms_config *cfg, char *err, size_t n)
+{
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/tmp/kms-conf-XXXXXX");
+	close(mkstemp(path));
+	f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	kms_config_defaults(cfg);
+	int rc = kms_config_load(cfg, path, err, n);
+	unlink(path);
+	return rc;
+}
+
+static void test_example_file_loads(void **state)
+{
+	struct kms_config cfg;
+	char err[256] = "";
+
+	(void)state;
+	kms_config_defaults(&cfg);
+	assert_int_equal(kms_config_load(&cfg, KMS_EXAMPLE_CONF, err, sizeof(err)), KMS_OK);
+	assert_int_equal(cfg.port, 7430);
+	assert_int_equal(cfg.policy.reuse_max_deposits, 100);
+	assert_string_equal(cfg.crypto_mode, "offload");
+}
+
+static void test_values(void **state)
+{
+	struct kms_config cfg;
+	char err[256] = "";
+
+	(void)state;
+	assert_int_equal(load("[net]\nport = 9000\nworkers = 4\n[policy]\n"
+			      "reuse_max_deposits = 0\n[hsm]\npin_file = /etc/kms/pin\n",
+			      &cfg, err, sizeof(err)), KMS_OK);
+	assert_int_equal(cfg.port, 9000);
+	assert_int_equal(cfg.workers, 4);
+	assert_int_equal(cfg.policy.reuse_max_deposits, 0);
+	assert_string_equal(cfg.pin_file, "/etc/kms/pin");
+	assert_int_equal(kms_config_set(&cfg, "net", "batch", "64", err, sizeof(err)), KMS_OK);
+	assert_int_equal(cfg.batch, 64);
+}
+
+static void test_errors_name_line(void **state)
+{
+	struct kms_config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load("[net]\nport = 7430\nbogus = 1\n", &cfg, err, sizeof(err)),
+			 KMS_ERR_CONFIG);
+	assert_non_null(strstr(err, ":3: unknown key 'bogus'"));
+	assert_int_equal(load("[net]\n\nport = 70000\n", &cfg, err, sizeof(err)),
+			 KMS_ERR_CONFIG);
+	assert_non_null(strstr(err, ":3: net.port"));
+	assert_int_equal(load("[net]\nworkers = -1\n", &cfg, err, sizeof(err)), KMS_ERR_CONFIG);
+	assert_int_equal(load("[net]\nworkers = 2x\n", &cfg, err, sizeof(err)), KMS_ERR_CONFIG);
+	assert_int_equal(load("[nope]\nx = 1\n", &cfg, err, sizeof(err)), KMS_ERR_CONFIG);
+	assert_int_equal(load("[crypto]\nmode = magic\n", &cfg, err, sizeof(err)), KMS_ERR_CONFIG);
+	assert_non_null(strstr(err, "crypto.mode"));
+	assert_int_equal(load("[net\nport = 1\n", &cfg, err, sizeof(err)), KMS_ERR_CONFIG);
+	assert_int_equal(kms_config_load(&cfg, "/nonexistent/kms.conf", err, sizeof(err)),
+			 KMS_ERR_IO);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_example_file_loads),
+		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_errors_name_line),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The engine test fixture: real SoftHSM2, real LMDB, parties enrolled the
+ * way kmsctl enrolls them, clients played with the client token code.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <openssl/rand.h>
+
+#include "engine_fixture.h"
+#include "kms_token.h"
+
+static const struct {
+	const char *name;
+	uint8_t kind;
+} parties[P__COUNT] = {
+	[P_A] = { "sip:alice@example.org", KMS_PARTY_USER },
+	[P_B] = { "sip:bob@example.org", KMS_PARTY_USER },
+	[P_C] = { "sip:carol@example.org", KMS_PARTY_USER },
+	[P_D] = { "sip:dave@example.org", KMS_PARTY_USER },
+	[P_E] = { "sip:erin@example.org", KMS_PARTY_USER },
+	[P_F] = { "sip:frank@example.org", KMS_PARTY_USER },
+	[P_AS] = { "mailbox.example.org", KMS_PARTY_AS },
+	[P_AS2] = { "mailbox2.example.org", KMS_PARTY_AS },
+};
+
+static uint64_t test_clock(void *arg)
+{
+	return *(const uint64_t *)arg;
+}
+
+static void open_store(struct efx *f, int create)
+{
+	struct kms_ks_config kc = { .path = f->env.store,
+				    .map_size = f->map_size, .create = create };
+
+	assert_int_equal(kms_ks_open(&kc, &f->ks), KMS_OK);
+}
+
+/* What `kmsctl enroll` does for each party, in one write transaction. */
+static void enrol_all(struct efx *f)
+{
+	struct kms_hsm_session *s = NULL;
+	struct kms_ks_txn *txn = NULL;
+
+	assert_int_equal(kms_hsm_session_open(f->hsm, &s), KMS_OK);
+	assert_int_equal(kms_ks_txn_begin(f->ks, 0, &txn), KMS_OK);
+	for (unsigned i = 0; i < P__COUNT; i++) {
+		struct efx_party *pt = &f->p[i];
+		struct kms_party rec;
+
+		snprintf(pt->name, sizeof(pt->name), "%s", parties[i].name);
+		assert_int_equal(kms_id_from_str(pt->name, &pt->id), KMS_OK);
+		pt->kind = parties[i].kind;
+		pt->gen = 1;
+		memset(&rec, 0, sizeof(rec));
+		rec.kind = pt->kind;
+		rec.status = KMS_PARTY_ACTIVE;
+		rec.gen = 1;
+		rec.created_ms = f->now;
+		assert_int_equal(kms_hsm_new_key(s, pt->key, rec.blob), KMS_OK);
+		assert_int_equal(kms_ks_party_put(txn, &pt->id, &rec), KMS_OK);
+	}
+	assert_int_equal(kms_ks_txn_commit(txn), KMS_OK);
+	kms_hsm_session_close(s);
+}
+
+struct kms_policy efx_policy(void)
+{
+	struct kms_policy pol = {
+		.reuse_max_deposits = 0,
+		.reuse_max_age_s = 0,
+		.deposit_lifetime_s = EFX_LIFETIME_S,
+		.max_retrievals = 0,
+	};
+
+	return pol;
+}
+
+void efx_setup(struct efx *f, size_t map_size)
+{
+	memset(f, 0, sizeof(*f));
+	f->now = EFX_T0;
+	f->map_size = map_size;
+	assert_int_equal(kms_testenv_setup(&f->env), 0);
+	assert_int_equal(kms_hsm_open(&f->env.hsm, &f->hsm), KMS_OK);
+	assert_int_equal(kms_hsm_kek_create(f->hsm), KMS_OK);
+	open_store(f, 1);
+	enrol_all(f);
+}
+
+void efx_start(struct efx *f, const struct kms_policy *pol, unsigned nworkers)
+{
+	assert_true(nworkers >= 1 && nworkers <= EFX_MAX_WORKERS);
+	memset(&f->cfg, 0, sizeof(f->cfg));
+	f->cfg.crypto_mode = "offload";
+	f->cfg.policy = *pol;
+	f->cfg.max_skew_ms = EFX_SKEW;
+	f->cfg.replay_capacity = 4096;
+	f->cfg.cache_keys = 64;
+	f->cfg.nworkers = nworkers;
+	f->cfg.now_ms = test_clock;
+	f->cfg.now_arg = &f->now;
+	assert_int_equal(kms_engine_create(&f->cfg, f->hsm, f->ks, &f->eng),
+			 KMS_OK);
+	for (unsigned i = 0; i < nworkers; i++)
+		assert_int_equal(kms_worker_create(f->eng, i, &f->w[i]), KMS_OK);
+}
+
+void efx_stop(struct efx *f)
+{
+	for (unsigned i = 0; i < EFX_MAX_WORKERS; i++) {
+		kms_worker_destroy(f->w[i]);
+		f->w[i] = NULL;
+	}
+	kms_engine_destroy(f->eng);
+	f->eng = NULL;
+}
+
+void efx_restart(struct efx *f, size_t map_size)
+{
+	struct kms_policy pol = f->cfg.policy;
+	unsigned nworkers = f->cfg.nworkers;
+
+	efx_stop(f);
+	kms_ks_close(f->ks);
+	f->ks = NULL;
+	kms_hsm_close(f->hsm);
+	f->hsm = NULL;
+	if (map_size)
+		f->map_size = map_size;
+	assert_int_equal(kms_hsm_open(&f->env.hsm, &f->hsm), KMS_OK);
+	open_store(f, 0);
+	efx_start(f, &pol, nworkers);
+}
+
+void efx_teardown(struct efx *f)
+{
+	efx_stop(f);
+	kms_ks_close(f->ks);
+	kms_hsm_close(f->hsm);
+	kms_testenv_teardown(&f->env);
+	explicit_bzero(f->p, sizeof(f->p));
+}
+
+void efx_party_set(struct efx *f, const struct efx_party *pt, uint8_t status,
+		   uint32_t gen)
+{
+	struct kms_ks_txn *txn = NULL;
+	struct kms_party rec;
+
+	assert_int_equal(kms_ks_txn_begin(f->ks, 0, &txn), KMS_OK);
+	assert_int_equal(kms_ks_party_get(txn, &pt->id, &rec), KMS_OK);
+	rec.status = status;
+	rec.gen = gen;
+	assert_int_equal(kms_ks_party_put(txn, &pt->id, &rec), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(txn), KMS_OK);
+}
+
+void efx_tok(struct efx_tok *t, uint8_t role, const struct kms_id *sealer,
+	     const uint8_t *key, uint32_t gen, uint64_t ts,
+	     const struct kms_id *a, const struct kms_id *b)
+{
+	int len;
+
+	assert_int_equal(RAND_bytes(t->nonce, KMS_NONCE_LEN), 1);
+	len = kms_token_seal(role, sealer, gen, key, ts, t->nonce, a, b, t->b,
+			     sizeof(t->b));
+	assert_true(len > 0);
+	t->len = (uint16_t)len;
+}
+
+void efx_tok_of(struct efx *f, struct efx_tok *t, uint8_t role,
+		const struct efx_party *pt, const struct efx_party *a,
+		const struct efx_party *b)
+{
+	efx_tok(t, role, &pt->id, pt->key, pt->gen, f->now, &a->id, &b->id);
+}
+
+void efx_deposit_req(struct efx *f, struct efx_dgram *d, const struct kms_id *a,
+		     const struct kms_id *b, const struct kms_id *as,
+		     const struct efx_tok *ea, const struct efx_tok *eas)
+{
+	int len = kms_deposit_req_encode(++f->txid, a, b, as, ea->b, ea->len,
+					 eas->b, eas->len, d->b, sizeof(d->b));
+
+	assert_true(len > 0);
+	d->len = (uint16_t)len;
+}
+
+void efx_retrieve_req(struct efx *f, struct efx_dgram *d,
+		      const struct kms_id *a, const struct kms_id *b,
+		      const uint8_t key_id[KMS_KEY_ID_LEN],
+		      const struct efx_tok *ea, const struct efx_tok *eb)
+{
+	int len = kms_retrieve_req_encode(++f->txid, a, b, key_id, ea->b,
+					  ea->len, eb->b, eb->len, d->b,
+					  sizeof(d->b));
+
+	assert_true(len > 0);
+	d->len = (uint16_t)len;
+}
+
+unsigned efx_run(struct efx *f, unsigned wi, const struct efx_dgram *req,
+		 struct efx_reply *rep, unsigned n)
+{
+	struct kms_msg m[256];
+	unsigned replies, answered = 0;
+
+	assert_true(n <= 256 && wi < f->cfg.nworkers);
+	memset(m, 0, n * sizeof(m[0]));
+	for (unsigned i = 0; i < n; i++) {
+		m[i].req = req[i].b;
+		m[i].req_len = req[i].len;
+		m[i].resp = rep[i].b;
+		m[i].resp_cap = sizeof(rep[i].b);
+		m[i].resp_len = 0xffff; /* the engine must set it */
+	}
+	replies = kms_worker_process(f->w[wi], m, n);
+	for (unsigned i = 0; i < n; i++) {
+		struct efx_reply *r = &rep[i];
+
+		r->len = m[i].resp_len;
+		r->msg_status = m[i].status;
+		r->status = KMS_ST__COUNT;
+		if (!r->len)
+			continue;
+		assert_true(r->len <= sizeof(r->b));
+		answered++;
+		assert_int_equal(kms_resp_parse(r->b, r->len, &r->r), KMS_OK);
+		r->status = r->r.status;
+		/* kms_msg.status is what the wire says. */
+		assert_int_equal(r->status, r->msg_status);
+		assert_int_equal(r->r.hdr.txid,
+				 (uint32_t)req[i].b[4] << 24 | req[i].b[5] << 16 |
+				 req[i].b[6] << 8 | req[i].b[7]);
+	}
+	assert_int_equal(replies, answered);
+	return replies;
+}
+
+uint16_t efx_run1(struct efx *f, const struct efx_dgram *req,
+		  struct efx_reply *rep)
+{
+	unsigned wi = kms_engine_worker_for(f->eng, req->b, req->len);
+
+	efx_run(f, wi, req, rep, 1);
+	return rep->status;
+}
+
+void efx_dep_build(struct efx *f, struct efx_dep *d, const struct efx_party *a,
+		   const struct efx_party *b, const struct efx_party *as)
+{
+	memset(d, 0, sizeof(*d));
+	d->a = a;
+	d->b = b;
+	d->as = as;
+	efx_tok_of(f, &d->ea, KMS_ROLE_A, a, a, b);
+	efx_tok_of(f, &d->eas, KMS_ROLE_AS, as, a, b);
+	efx_deposit_req(f, &d->req, &a->id, &b->id, &as->id, &d->ea, &d->eas);
+}
+
+void efx_dep_finish(struct efx_dep *d)
+{
+	if (d->rep.status != KMS_ST_OK)
+		return;
+	assert_int_equal(d->rep.r.hdr.type, KMS_T_DEPOSIT_RESP);
+	memcpy(d->key_id, d->rep.r.key_id, KMS_KEY_ID_LEN);
+	d->k_gen = d->rep.r.k_gen;
+	d->expiry_ms = d->rep.r.expiry_ms;
+	assert_int_equal(efx_open(&d->rep, KMS_ROLE_A, d->a, d->a, d->b,
+				  d->ea.nonce, d->k), KMS_OK);
+}
+
+uint16_t efx_deposit(struct efx *f, struct efx_dep *d, const struct efx_party *a,
+		     const struct efx_party *b, const struct efx_party *as)
+{
+	efx_dep_build(f, d, a, b, as);
+	efx_run1(f, &d->req, &d->rep);
+	efx_dep_finish(d);
+	return d->rep.status;
+}
+
+void efx_ret_build(struct efx *f, struct efx_ret *r, const struct efx_dep *d,
+		   const struct efx_party *b)
+{
+	memset(r, 0, sizeof(*r));
+	efx_tok_of(f, &r->eb, KMS_ROLE_B, b, d->a, d->b);
+	efx_retrieve_req(f, &r->req, &d->a->id, &d->b->id, d->key_id, &d->ea,
+			 &r->eb);
+}
+
+void efx_ret_finish(struct efx_ret *r, const struct efx_dep *d,
+		    const struct efx_party *b)
+{
+	if (r->rep.status != KMS_ST_OK)
+		return;
+	assert_int_equal(r->rep.r.hdr.type, KMS_T_RETRIEVE_RESP);
+	assert_memory_equal(r->rep.r.key_id, d->key_id, KMS_KEY_ID_LEN);
+	assert_int_equal(efx_open(&r->rep, KMS_ROLE_B, b, d->a, d->b,
+				  r->eb.nonce, r->k), KMS_OK);
+}
+
+uint16_t efx_retrieve(struct efx *f, struct efx_ret *r, const struct efx_dep *d,
+		      const struct efx_party *b)
+{
+	efx_ret_build(f, r, d, b);
+	efx_run1(f, &r->req, &r->rep);
+	efx_ret_finish(r, d, b);
+	return r->rep.status;
+}
+
+int efx_open(const struct efx_reply *rep, uint8_t role,
+	     const struct efx_party *recip, const struct efx_party *a,
+	     const struct efx_party *b, const uint8_t nonce[KMS_NONCE_LEN],
+	     uint8_t k[KMS_KEY_LEN])
+{
+	return kms_keybox_open(&rep->r, role, recip->gen, recip->key, &a->id,
+			       &b->id, nonce, k);
+}
+
+int efx_contains(const void *hay, size_t hlen, const void *needle, size_t nlen)
+{
+	return memmem(hay, hlen, needle, nlen) != NULL;
+}
+
+void efx_stats(struct efx *f, struct kms_stats *out)
+{
+	struct kms_stats one;
+
+	memset(out, 0, sizeof(*out));
+	for (unsigned i = 0; i < EFX_MAX_WORKERS; i++) {
+		if (!f->w[i])
+			continue;
+		kms_worker_stats(f->w[i], &one);
+		kms_stats_add(out, &one);
+	}
+}

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Unit tests of the per-worker replay window (dataplane/kms_replay.h).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kms_err.h"
+#include "kms_proto.h"
+#include "kms_replay.h"
+
+#define NOW 1700000000000ull
+
+/* Distinct nonces from a counter: the bytes differ in every position so
+ * the window's hash sees both halves change. */
+static void nonce_of(uint32_t i, uint8_t n[12])
+{
+	for (int j = 0; j < 12; j++)
+		n[j] = (uint8_t)((i >> (8 * (j % 4))) ^ (j * 0x3b));
+}
+
+static struct kms_replay *mk(uint32_t cap)
+{
+	struct kms_replay *r = NULL;
+
+	assert_int_equal(kms_replay_create(cap, &r), KMS_OK);
+	assert_non_null(r);
+	return r;
+}
+
+static void fresh_then_exists(void **state)
+{
+	struct kms_replay *r = mk(64);
+	uint8_t n[12];
+
+	(void)state;
+	nonce_of(1, n);
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_AS, n, NOW + 10, NOW),
+			 KMS_OK);
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_AS, n, NOW + 10, NOW),
+			 KMS_ERR_EXISTS);
+	/* Still a replay at the last live millisecond, whatever expiry the
+	 * replayed copy asks for. */
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_AS, n, NOW + 99,
+						 NOW + 10), KMS_ERR_EXISTS);
+	assert_int_equal(kms_replay_live(r, NOW), 1);
+	kms_replay_destroy(r);
+}
+
+static void role_is_part_of_key(void **state)
+{
+	struct kms_replay *r = mk(64);
+	uint8_t n[12];
+
+	(void)state;
+	nonce_of(7, n);
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_A, n, NOW + 10, NOW),
+			 KMS_OK);
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_AS, n, NOW + 10, NOW),
+			 KMS_OK);
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, n, NOW + 10, NOW),
+			 KMS_OK);
+	for (uint8_t role = KMS_ROLE_A; role <= KMS_ROLE_B; role++)
+		assert_int_equal(kms_replay_check_insert(r, role, n, NOW + 10,
+							 NOW), KMS_ERR_EXISTS);
+	assert_int_equal(kms_replay_live(r, NOW), 3);
+	kms_replay_destroy(r);
+}
+
+static void one_byte_differs(void **state)
+{
+	struct kms_replay *r = mk(64);
+	uint8_t n[12], m[12];
+
+	(void)state;
+	nonce_of(42, n);
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, n, NOW + 10, NOW),
+			 KMS_OK);
+	for (int j = 0; j < 12; j++) {
+		memcpy(m, n, sizeof(m));
+		m[j] ^= 0x80;
+		assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, m,
+							 NOW + 10, NOW), KMS_OK);
+	}
+	assert_int_equal(kms_replay_live(r, NOW), 13);
+	kms_replay_destroy(r);
+}
+
+static void expired_entry_reusable(void **state)
+{
+	struct kms_replay *r = mk(64);
+	uint8_t n[12];
+
+	(void)state;
+	nonce_of(3, n);
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, n, NOW + 100, NOW),
+			 KMS_OK);
+	assert_int_equal(kms_replay_live(r, NOW + 100), 1);
+	assert_int_equal(kms_replay_live(r, NOW + 101), 0);
+	/* After its expiry the nonce is no longer remembered (the timestamp
+	 * check refuses such a token on its own) and may be taken again. */
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, n, NOW + 300,
+						 NOW + 101), KMS_OK);
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, n, NOW + 300,
+						 NOW + 200), KMS_ERR_EXISTS);
+	assert_int_equal(kms_replay_live(r, NOW + 200), 1);
+	kms_replay_destroy(r);
+}
+
+/* Fill the smallest table, let every other entry expire, then: live ones
+ * are still found past the expired slots of their run, and the expired
+ * slots take new nonces. */
+static void expired_slots_in_runs(void **state)
+{
+	struct kms_replay *r = mk(1);
+	uint8_t n[12];
+	uint32_t ok = 0, i;
+	int rc;
+
+	(void)state;
+	for (i = 0; i < 4096; i++) {
+		nonce_of(i, n);
+		rc = kms_replay_check_insert(r, KMS_ROLE_A, n,
+					     i % 2 ? NOW + 1000 : NOW + 10, NOW);
+		if (rc == KMS_ERR_BUSY)
+			break;
+		assert_int_equal(rc, KMS_OK);
+		ok++;
+	}
+	assert_true(ok >= 2 && ok < 4096);
+	assert_int_equal(kms_replay_live(r, NOW + 11), ok / 2);
+	for (i = 1; i < ok; i += 2) {
+		nonce_of(i, n);
+		assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_A, n,
+							 NOW + 1000, NOW + 11),
+				 KMS_ERR_EXISTS);
+	}
+	for (i = 0; i < ok - ok / 2; i++) {
+		nonce_of(100000 + i, n);
+		assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_A, n,
+							 NOW + 1000, NOW + 11),
+				 KMS_OK);
+	}
+	for (i = 1; i < ok; i += 2) {
+		nonce_of(i, n);
+		assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_A, n,
+							 NOW + 1000, NOW + 11),
+				 KMS_ERR_EXISTS);
+	}
+	kms_replay_destroy(r);
+}
+
+static void capacity_exhaustion_busy(void **state)
+{
+	struct kms_replay *r = mk(4);
+	uint8_t n[12];
+	uint32_t ok = 0, i;
+	int rc = KMS_OK;
+
+	(void)state;
+	for (i = 0; i < 100000 && rc == KMS_OK; i++) {
+		nonce_of(i, n);
+		rc = kms_replay_check_insert(r, KMS_ROLE_B, n, NOW + 1000, NOW);
+		ok += rc == KMS_OK;
+	}
+	/* Fail closed: a full window refuses instead of forgetting. */
+	assert_int_equal(rc, KMS_ERR_BUSY);
+	assert_true(ok >= 4);
+	assert_int_equal(kms_replay_live(r, NOW), ok);
+	/* Every remembered nonce is still a replay, none was evicted. */
+	for (i = 0; i < ok; i++) {
+		nonce_of(i, n);
+		assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, n,
+							 NOW + 1000, NOW),
+				 KMS_ERR_EXISTS);
+	}
+	/* Once they expire, the window takes nonces again. */
+	nonce_of(i, n);
+	assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, n, NOW + 3000,
+						 NOW + 1001), KMS_OK);
+	kms_replay_destroy(r);
+}
+
+static void no_false_exists(void **state)
+{
+	struct kms_replay *r = mk(16384);
+	uint8_t n[12];
+
+	(void)state;
+	for (uint32_t i = 0; i < 10000; i++) {
+		nonce_of(i, n);
+		assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_AS, n,
+							 NOW + 60000, NOW),
+				 KMS_OK);
+	}
+	assert_int_equal(kms_replay_live(r, NOW), 10000);
+	/* ... and no false "fresh" either. */
+	for (uint32_t i = 0; i < 10000; i++) {
+		nonce_of(i, n);
+		assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_AS, n,
+							 NOW + 60000, NOW + 1),
+				 KMS_ERR_EXISTS);
+	}
+	kms_replay_destroy(r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(fresh_then_exists),
+		cmocka_unit_test(role_is_part_of_key),
+		cmocka_unit_test(one_byte_differs),
+		cmocka_unit_test(expired_entry_reusable),
+		cmocka_unit_test(expired_slots_in_runs),
+		cmocka_unit_test(capacity_exhaustion_busy),
+		cmocka_unit_test(no_false_exists),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
