@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config clang      # toolchain
+  build-essential cmake pkg-config            # toolchain
   libssl-dev                                  # OpenSSL 3 (EVP, HMAC, RAND)
   liblmdb-dev lmdb-utils                      # keystore
   libp11-kit-dev                              # PKCS#11 header (module is dlopen()ed)

@@ -77,6 +77,18 @@ grep -q "key-new actor=$MB a=$A b=$B" "$W/audit.txt" && grep -q "key-retrieve ac
   && pass "deposit and retrieval audited" || fail "audit: $(cat "$W/audit.txt")"
 grep -qi "$KA" "$W/audit.txt" && fail "K in the audit" || pass "K absent from the audit"
 
+# 8b. At rest, keys exist only wrapped under the KEK: neither K nor any
+#     party key appears in the LMDB store or the token's files.
+AK=$(value "$W/a.key" key); BK=$(value "$W/b.key" key); MK=$(value "$W/mb.key" key)
+if /usr/bin/python3 - "$W" "$KA" "$AK" "$BK" "$MK" <<'PY'
+import glob, os, sys
+w, keys = sys.argv[1], [bytes.fromhex(k) for k in sys.argv[2:]]
+files = glob.glob(w + "/store/*") + glob.glob(w + "/tokens/**/*", recursive=True)
+blobs = [open(f, "rb").read() for f in files if os.path.isfile(f)]
+sys.exit(1 if any(k in b for k in keys for b in blobs) or len(blobs) < 3 else 0)
+PY
+then pass "no K and no party key in clear in the store or the token"; else fail "key bytes found at rest"; fi
+
 # 9. Garbage is dropped or refused and kmsd keeps serving.
 printf 'not a kms datagram' > /dev/udp/127.0.0.1/"${SERVER##*:}"
 head -c 1472 /dev/urandom > /dev/udp/127.0.0.1/"${SERVER##*:}"
