@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -83,6 +84,15 @@ struct kms_policy efx_policy(void)
 	return pol;
 }
 
+struct kms_policy efx_reuse_policy(uint32_t n, uint32_t age_s)
+{
+	struct kms_policy pol = efx_policy();
+
+	pol.reuse_max_deposits = n;
+	pol.reuse_max_age_s = age_s;
+	return pol;
+}
+
 void efx_setup(struct efx *f, size_t map_size)
 {
 	memset(f, 0, sizeof(*f));
@@ -138,6 +148,15 @@ void efx_restart(struct efx *f, size_t map_size)
 	assert_int_equal(kms_hsm_open(&f->env.hsm, &f->hsm), KMS_OK);
 	open_store(f, 0);
 	efx_start(f, &pol, nworkers);
+}
+
+void efx_reconfigure(struct efx *f, const struct kms_policy *pol,
+		     unsigned nworkers)
+{
+	struct kms_policy copy = *pol;
+
+	efx_stop(f);
+	efx_start(f, &copy, nworkers);
 }
 
 void efx_teardown(struct efx *f)
@@ -205,6 +224,14 @@ void efx_retrieve_req(struct efx *f, struct efx_dgram *d,
 
 	assert_true(len > 0);
 	d->len = (uint16_t)len;
+}
+
+void efx_fix_body_len(struct efx_dgram *d)
+{
+	uint16_t body = (uint16_t)(d->len - KMS_HDR_LEN);
+
+	d->b[8] = (uint8_t)(body >> 8);
+	d->b[9] = (uint8_t)body;
 }
 
 unsigned efx_run(struct efx *f, unsigned wi, const struct efx_dgram *req,
@@ -314,6 +341,80 @@ uint16_t efx_retrieve(struct efx *f, struct efx_ret *r, const struct efx_dep *d,
 	efx_run1(f, &r->req, &r->rep);
 	efx_ret_finish(r, d, b);
 	return r->rep.status;
+}
+
+uint16_t efx_dep_with(struct efx *f, const struct kms_id *a,
+		      const struct kms_id *b, const struct kms_id *as,
+		      const struct efx_tok *ea, const struct efx_tok *eas)
+{
+	struct efx_dgram d;
+	struct efx_reply rep;
+
+	efx_deposit_req(f, &d, a, b, as, ea, eas);
+	return efx_run1(f, &d, &rep);
+}
+
+uint16_t efx_ret_with(struct efx *f, const struct kms_id *a,
+		      const struct kms_id *b, const uint8_t *key_id,
+		      const struct efx_tok *ea, const struct efx_tok *eb)
+{
+	struct efx_dgram d;
+	struct efx_reply rep;
+
+	efx_retrieve_req(f, &d, a, b, key_id, ea, eb);
+	return efx_run1(f, &d, &rep);
+}
+
+void efx_user_pair(struct efx *f, unsigned n, const struct efx_party **a,
+		   const struct efx_party **b)
+{
+	unsigned i = n / (EFX_NUSERS - 1), j = n % (EFX_NUSERS - 1);
+
+	assert_true(n < EFX_NPAIRS);
+	*a = &f->p[i];
+	*b = &f->p[j >= i ? j + 1 : j];
+}
+
+struct kms_ks_counts efx_counts(struct efx *f)
+{
+	struct kms_ks_counts c;
+
+	assert_int_equal(kms_ks_counts(f->ks, &c), KMS_OK);
+	return c;
+}
+
+void efx_pair_get(struct efx *f, const struct efx_party *a,
+		  const struct efx_party *b, struct kms_pair *out)
+{
+	uint8_t h[KMS_PAIR_HASH_LEN];
+	struct kms_ks_txn *txn = NULL;
+
+	kms_pair_hash(&a->id, &b->id, h);
+	assert_int_equal(kms_ks_txn_begin(f->ks, 1, &txn), KMS_OK);
+	assert_int_equal(kms_ks_pair_get(txn, h, out), KMS_OK);
+	kms_ks_txn_abort(txn);
+}
+
+uint8_t *efx_read_store(struct efx *f, size_t *len)
+{
+	char path[400];
+	uint8_t *buf;
+	FILE *fp;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/data.mdb", f->env.store);
+	fp = fopen(path, "rb");
+	assert_non_null(fp);
+	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+	n = ftell(fp);
+	assert_true(n > 0);
+	rewind(fp);
+	buf = malloc((size_t)n);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+	fclose(fp);
+	*len = (size_t)n;
+	return buf;
 }
 
 int efx_open(const struct efx_reply *rep, uint8_t role,

@@ -44,6 +44,7 @@ enum {
 	P__COUNT
 };
 #define EFX_NUSERS 6
+#define EFX_NPAIRS (EFX_NUSERS * (EFX_NUSERS - 1))  /* ordered user pairs */
 
 struct efx {
 	struct kms_testenv env;
@@ -112,9 +113,14 @@ void efx_stop(struct efx *f);
 /** Stop, close store and HSM, reopen both from disk (map @p map_size, 0 =
  *  keep) and start again with the same configuration. */
 void efx_restart(struct efx *f, size_t map_size);
+/** Stop and start again under @p pol with @p nworkers (same store). */
+void efx_reconfigure(struct efx *f, const struct kms_policy *pol,
+		     unsigned nworkers);
 void efx_teardown(struct efx *f);
 /** The default policy: no re-use, 1 day lifetime, unlimited retrievals. */
 struct kms_policy efx_policy(void);
+/** efx_policy() with re-use for @p n deposits and @p age_s seconds. */
+struct kms_policy efx_reuse_policy(uint32_t n, uint32_t age_s);
 
 /** Set a party's status (and generation) in the store, as kmsctl would. */
 void efx_party_set(struct efx *f, const struct efx_party *pt, uint8_t status,
@@ -138,6 +144,9 @@ void efx_retrieve_req(struct efx *f, struct efx_dgram *d,
 		      const struct kms_id *a, const struct kms_id *b,
 		      const uint8_t key_id[KMS_KEY_ID_LEN],
 		      const struct efx_tok *ea, const struct efx_tok *eb);
+
+/** Set a datagram's body_len to what its length says. */
+void efx_fix_body_len(struct efx_dgram *d);
 
 /* ---- running ---- */
 
@@ -166,6 +175,28 @@ void efx_ret_finish(struct efx_ret *r, const struct efx_dep *d,
 		    const struct efx_party *b);
 uint16_t efx_retrieve(struct efx *f, struct efx_ret *r, const struct efx_dep *d,
 		      const struct efx_party *b);
+
+/** A DEPOSIT / RETRIEVE from explicit parts, run alone on its owner.
+ *  @return the wire status. */
+uint16_t efx_dep_with(struct efx *f, const struct kms_id *a,
+		      const struct kms_id *b, const struct kms_id *as,
+		      const struct efx_tok *ea, const struct efx_tok *eas);
+uint16_t efx_ret_with(struct efx *f, const struct kms_id *a,
+		      const struct kms_id *b, const uint8_t *key_id,
+		      const struct efx_tok *ea, const struct efx_tok *eb);
+
+/** Ordered pair @p n (0..EFX_NPAIRS-1) of distinct users. */
+void efx_user_pair(struct efx *f, unsigned n, const struct efx_party **a,
+		   const struct efx_party **b);
+
+/* ---- looking into the store ---- */
+
+struct kms_ks_counts efx_counts(struct efx *f);
+/** The pair record of (@p a, @p b); fails the test if there is none. */
+void efx_pair_get(struct efx *f, const struct efx_party *a,
+		  const struct efx_party *b, struct kms_pair *out);
+/** The whole data.mdb file (malloc'ed, caller frees). */
+uint8_t *efx_read_store(struct efx *f, size_t *len);
 
 /** Open a reply's keybox. @return kms_keybox_open's result. */
 int efx_open(const struct efx_reply *rep, uint8_t role,

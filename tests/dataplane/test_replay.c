@@ -72,6 +72,25 @@ static void role_is_part_of_key(void **state)
 	kms_replay_destroy(r);
 }
 
+/* The same in a nearly full table (32 nonces: 64 slots), where probe runs
+ * overlap: the role is compared, not only hashed. */
+static void role_is_part_of_key_dense(void **state)
+{
+	struct kms_replay *r = mk(32);
+	uint8_t n[12];
+
+	(void)state;
+	for (uint32_t i = 0; i < 21; i++) {
+		nonce_of(i, n);
+		for (uint8_t role = KMS_ROLE_A; role <= KMS_ROLE_B; role++)
+			assert_int_equal(kms_replay_check_insert(r, role, n,
+								 NOW + 10, NOW),
+					 KMS_OK);
+	}
+	assert_int_equal(kms_replay_live(r, NOW), 63);
+	kms_replay_destroy(r);
+}
+
 static void one_byte_differs(void **state)
 {
 	struct kms_replay *r = mk(64);
@@ -214,6 +233,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(fresh_then_exists),
 		cmocka_unit_test(role_is_part_of_key),
+		cmocka_unit_test(role_is_part_of_key_dense),
 		cmocka_unit_test(one_byte_differs),
 		cmocka_unit_test(expired_entry_reusable),
 		cmocka_unit_test(expired_slots_in_runs),
