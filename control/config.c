@@ -174,6 +174,14 @@ int kms_config_validate(const struct kms_config *cfg, char *errbuf,
 			 cfg->log_level);
 		return KMS_ERR_CONFIG;
 	}
+	/* Every answered request of a batch pins two cached keys until its
+	 * reply is sealed (KMS_ENGINE_CACHE_MIN in dataplane/kms_engine.h). */
+	if (cfg->cache_keys < 2 * cfg->batch + 16) {
+		snprintf(errbuf, errlen, "cache.keys_per_worker = %u is too small for "
+			 "net.batch = %u: at least %u", cfg->cache_keys, cfg->batch,
+			 2 * cfg->batch + 16);
+		return KMS_ERR_CONFIG;
+	}
 	if (!cfg->module[0] || !cfg->token_label[0] || !cfg->kek_label[0] ||
 	    !cfg->store_path[0]) {
 		snprintf(errbuf, errlen, "hsm.module, hsm.token_label, hsm.kek_label and store.path must be set");

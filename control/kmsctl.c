@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kms_config.h"
 #include "kms_err.h"
@@ -167,7 +168,7 @@ out:
 static int gba_key(struct args *a, uint8_t out[KMS_KEY_LEN])
 {
 	uint8_t ks[64], rnd[KMS_GBA_RAND_LEN], ua[KMS_GBA_UA_ID_LEN];
-	char line[256];
+	char line[256], iobuf[512];
 	FILE *f;
 	int ks_len = -1, rc;
 
@@ -182,6 +183,8 @@ static int gba_key(struct args *a, uint8_t out[KMS_KEY_LEN])
 	}
 	/* Ks (CK || IK) as hex on the first line of a file: never on argv. */
 	f = fopen(a->gba_ks, "re");
+	if (f)
+		setvbuf(f, iobuf, _IOFBF, sizeof(iobuf)); /* wiped below */
 	if (f && fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\r\n")] = '\0';
 		ks_len = kms_hex_decode(line, ks, sizeof(ks));
@@ -189,6 +192,7 @@ static int gba_key(struct args *a, uint8_t out[KMS_KEY_LEN])
 	if (f)
 		fclose(f);
 	OPENSSL_cleanse(line, sizeof(line));
+	OPENSSL_cleanse(iobuf, sizeof(iobuf));
 	if (ks_len <= 0) {
 		fprintf(stderr, "kmsctl: %s: expected Ks as hex on the first line\n",
 			a->gba_ks);
@@ -252,17 +256,20 @@ static int cmd_enroll(struct args *a)
 	rc = kms_hsm_session_open(hsm, &s);
 	if (rc)
 		goto out;
+	/* Fail early, before any key is made (checked again at the write). */
 	rc = kms_ks_txn_begin(ks, 1, &txn);
-	if (!rc) {
-		rc = kms_ks_party_get(txn, &id, &old);
-		kms_ks_txn_abort(txn);
-		txn = NULL;
-		if (rc == KMS_OK) {
-			fprintf(stderr, "kmsctl: %s is already enrolled\n", a->id);
-			rc = KMS_ERR_EXISTS;
-			goto out;
-		}
+	if (rc)
+		goto out;
+	rc = kms_ks_party_get(txn, &id, &old);
+	kms_ks_txn_abort(txn);
+	txn = NULL;
+	if (rc == KMS_OK) {
+		fprintf(stderr, "kmsctl: %s is already enrolled\n", a->id);
+		rc = KMS_ERR_EXISTS;
+		goto out;
 	}
+	if (rc != KMS_ERR_NOTFOUND)
+		goto out;
 	memset(&p, 0, sizeof(p));
 	p.kind = strcmp(a->kind, "as") ? KMS_PARTY_USER : KMS_PARTY_AS;
 	p.status = KMS_PARTY_ACTIVE;
@@ -284,9 +291,25 @@ static int cmd_enroll(struct args *a)
 	audit_fill(&au, KMS_AUD_ENROLL, "kmsctl", a->id);
 	rc = kms_ks_txn_begin(ks, 0, &txn);
 	if (!rc) {
-		kms_ks_party_put(txn, &id, &p);
-		kms_ks_audit_append(txn, &au);
-		rc = kms_ks_txn_commit(txn);
+		/* Checked again under the writer lock: a concurrent enrolment
+		 * of the same id must not silently replace the first key. */
+		rc = kms_ks_party_get(txn, &id, &old);
+		if (rc == KMS_OK) {
+			kms_ks_txn_abort(txn);
+			fprintf(stderr, "kmsctl: %s was enrolled concurrently\n", a->id);
+			unlink(a->out);
+			rc = KMS_ERR_EXISTS;
+			goto out;
+		}
+		if (rc == KMS_ERR_NOTFOUND) {
+			kms_ks_party_put(txn, &id, &p);
+			kms_ks_audit_append(txn, &au);
+			rc = kms_ks_txn_commit(txn);
+		} else {
+			kms_ks_txn_abort(txn);
+		}
+		if (rc)
+			unlink(a->out);
 	}
 	if (!rc)
 		printf("enrolled %s %s (generation 1); key written to %s\n",

@@ -41,6 +41,7 @@ struct pending {
 	uint8_t drop;              /* 1: no reply */
 	uint8_t write_pair;        /* deposit: pair record to store */
 	uint8_t audit_event;
+	uint8_t pair_hash[KMS_PAIR_HASH_LEN];
 	uint32_t recip_gen;
 	struct kms_ckey *k_recip;  /* Ka (deposit) or Kb (retrieve) */
 	struct kms_ckey *k_k;      /* K */
@@ -58,7 +59,9 @@ struct kms_worker {
 	struct kms_hsm_session *hsm;
 	void *crypto;
 	struct kms_replay *replay;
-	struct pending *pend;      /* BATCH_MAX entries */
+	struct kms_hasher *hasher;
+	struct kms_ks_txn *rtxn;   /* kept; renewed per batch, reset after */
+	struct pending *pend;      /* batch_max entries */
 	struct kms_stats st;
 };
 
@@ -87,8 +90,15 @@ int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
 		KMS_ERR("crypto mode '%s' is not available", cfg->crypto_mode);
 		return KMS_ERR_CONFIG;
 	}
-	if (cfg->nworkers == 0)
+	if (cfg->nworkers == 0 || cfg->batch_max == 0 || cfg->batch_max > BATCH_MAX)
 		return KMS_ERR_INVAL;
+	/* Every answered request pins two keys until its reply is sealed. */
+	if (cfg->cache_keys < KMS_ENGINE_CACHE_MIN(cfg->batch_max)) {
+		KMS_ERR("key cache of %u keys is too small for batches of %u "
+			"(needs %u)", cfg->cache_keys, cfg->batch_max,
+			KMS_ENGINE_CACHE_MIN(cfg->batch_max));
+		return KMS_ERR_CONFIG;
+	}
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return KMS_ERR_NOMEM;
@@ -107,16 +117,63 @@ void kms_engine_destroy(struct kms_engine *e)
 	free(e);
 }
 
-unsigned kms_engine_worker_for(const struct kms_engine *e, const uint8_t *dgram,
+unsigned kms_engine_worker_for(const struct kms_engine *e,
+			       struct kms_hasher *h, const uint8_t *dgram,
 			       size_t len)
 {
-	uint8_t h[KMS_PAIR_HASH_LEN];
+	uint8_t hash[KMS_PAIR_HASH_LEN];
 	struct kms_id a, b;
 
 	if (e->cfg.nworkers == 1 || kms_req_peek_pair(dgram, len, &a, &b))
 		return 0;
-	kms_pair_hash(&a, &b, h);
-	return kms_pair_worker(h, e->cfg.nworkers);
+	kms_hasher_pair(h, &a, &b, hash);
+	return kms_pair_worker(hash, e->cfg.nworkers);
+}
+
+struct reload {
+	struct kms_worker *w;
+	uint64_t now;
+	unsigned loaded;
+	int rc;
+};
+
+static int reload_one(uint64_t expire_ms, uint8_t role, const uint8_t *nonce,
+		      const uint8_t *pair_prefix, void *arg)
+{
+	struct reload *r = arg;
+	uint8_t hash[KMS_PAIR_HASH_LEN] = { 0 };
+
+	memcpy(hash, pair_prefix, 8);
+	if (kms_pair_worker(hash, r->w->e->cfg.nworkers) != r->w->id)
+		return 0;
+	r->rc = kms_replay_check_insert(r->w->replay, role, nonce, expire_ms,
+					r->now);
+	if (r->rc == KMS_ERR_EXISTS)
+		r->rc = KMS_OK;
+	r->loaded += r->rc == KMS_OK;
+	return r->rc;
+}
+
+/* Nonces accepted before a restart are still single-use: reload those of
+ * this worker's pairs that have not expired. */
+static int reload_nonces(struct kms_worker *w)
+{
+	struct reload r = { .w = w, .now = w->e->cfg.now_ms(w->e->cfg.now_arg) };
+	struct kms_ks_txn *txn;
+	int rc = kms_ks_txn_begin(w->e->ks, 1, &txn);
+
+	if (rc)
+		return rc;
+	rc = kms_ks_nonce_foreach(txn, r.now, reload_one, &r);
+	kms_ks_txn_abort(txn);
+	if (rc == KMS_ERR_BUSY)
+		KMS_ERR("worker %u: replay window too small for the %u nonces "
+			"still live: raise security.replay_capacity", w->id,
+			r.loaded);
+	if (!rc && r.loaded)
+		KMS_INFO("worker %u: %u single-use nonces reloaded", w->id,
+			 r.loaded);
+	return rc;
 }
 
 int kms_worker_create(struct kms_engine *e, unsigned id, struct kms_worker **out)
@@ -128,12 +185,20 @@ int kms_worker_create(struct kms_engine *e, unsigned id, struct kms_worker **out
 		return KMS_ERR_NOMEM;
 	w->e = e;
 	w->id = id;
-	w->pend = calloc(BATCH_MAX, sizeof(*w->pend));
-	if (!w->pend)
+	w->pend = calloc(e->cfg.batch_max, sizeof(*w->pend));
+	w->hasher = kms_hasher_new();
+	if (!w->pend || !w->hasher)
 		goto err;
 	rc = kms_replay_create(e->cfg.replay_capacity, &w->replay);
 	if (rc)
 		goto err;
+	rc = reload_nonces(w);
+	if (rc)
+		goto err;
+	rc = kms_ks_txn_begin(e->ks, 1, &w->rtxn);
+	if (rc)
+		goto err;
+	kms_ks_txn_reset(w->rtxn);
 	rc = kms_hsm_session_open(e->hsm, &w->hsm);
 	if (rc)
 		goto err;
@@ -155,8 +220,10 @@ void kms_worker_destroy(struct kms_worker *w)
 		w->e->crypto->destroy(w->crypto);
 	kms_hsm_session_close(w->hsm);
 	kms_replay_destroy(w->replay);
+	kms_ks_txn_abort(w->rtxn);
+	kms_hasher_free(w->hasher);
 	if (w->pend)
-		explicit_bzero(w->pend, BATCH_MAX * sizeof(*w->pend));
+		explicit_bzero(w->pend, w->e->cfg.batch_max * sizeof(*w->pend));
 	free(w->pend);
 	free(w);
 }
@@ -180,7 +247,7 @@ static int in_skew(const struct kms_engine *e, uint64_t ts, uint64_t now)
 }
 
 /* Find the party, check it is enrolled, active and of the right kind, and
- * that the token names its current key generation. */
+ * (with a token) that the token names its current key generation. */
 static uint16_t party_check(struct kms_ks_txn *txn, const struct kms_id *id,
 			    uint8_t kind, const struct kms_token *tok,
 			    struct kms_party *out)
@@ -195,7 +262,7 @@ static uint16_t party_check(struct kms_ks_txn *txn, const struct kms_id *id,
 		return KMS_ST_PARTY_REVOKED;
 	if (out->kind != kind)
 		return KMS_ST_WRONG_ROLE;
-	if (tok->gen != out->gen)
+	if (tok && tok->gen != out->gen)
 		return KMS_ST_AUTH_FAILED;
 	return KMS_ST_OK;
 }
@@ -231,12 +298,18 @@ static uint16_t token_check(struct kms_worker *w, struct kms_ckey *k,
 	return st;
 }
 
+/* A token is accepted while |ts - now| <= skew: remember it until then. */
+static uint64_t replay_expiry(const struct kms_worker *w,
+			      const struct kms_token *tok)
+{
+	return tok->ts_ms + w->e->cfg.max_skew_ms + 1;
+}
+
 static uint16_t replay_check(struct kms_worker *w, const struct kms_token *tok,
 			     uint64_t now)
 {
-	uint64_t expire = tok->ts_ms + w->e->cfg.max_skew_ms + 1;
 	int rc = kms_replay_check_insert(w->replay, tok->role, tok->nonce,
-					 expire, now);
+					 replay_expiry(w, tok), now);
 
 	if (rc == KMS_ERR_EXISTS)
 		return KMS_ST_REPLAY;
@@ -256,7 +329,7 @@ static const struct pending *batch_pair(const struct kms_worker *w,
 
 	for (const struct pending *p = w->pend; p < self; p++)
 		if (p->status == KMS_ST_OK && p->write_pair &&
-		    !memcmp(p->dep.pair_hash, hash, KMS_PAIR_HASH_LEN))
+		    !memcmp(p->pair_hash, hash, KMS_PAIR_HASH_LEN))
 			hit = p;
 	return hit;
 }
@@ -299,7 +372,7 @@ static uint16_t deposit_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 	const struct pending *prev;
 	int have_pair = 0, rc;
 
-	kms_pair_hash(&r->id_a, &r->id_b, d->pair_hash);
+	memcpy(d->pair_hash, p->pair_hash, KMS_PAIR_HASH_LEN);
 	prev = batch_pair(w, p, d->pair_hash);
 	if (prev) {
 		p->pair = prev->pair;
@@ -341,8 +414,7 @@ static uint16_t deposit_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 	d->created_ms = now;
 	d->expiry_ms = now + (uint64_t)pol->deposit_lifetime_s * 1000;
 	memcpy(d->blob, p->pair.blob, KMS_HSM_BLOB_LEN);
-	EVP_Digest(r->tok_a.raw, r->tok_a.raw_len, d->ea_digest, NULL,
-		   EVP_sha256(), NULL);
+	kms_hasher_sha256(w->hasher, r->tok_a.raw, r->tok_a.raw_len, d->ea_digest);
 	id_store(d->id_a, &d->id_a_len, &r->id_a);
 	id_store(d->id_b, &d->id_b_len, &r->id_b);
 	id_store(d->id_as, &d->id_as_len, &r->id_as);
@@ -377,8 +449,7 @@ static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 	if (now >= d->expiry_ms)
 		return KMS_ST_DEPOSIT_EXPIRED;
 	/* Ea is the deposit's handle: it must be the very token recorded. */
-	EVP_Digest(r->tok_a.raw, r->tok_a.raw_len, digest, NULL, EVP_sha256(),
-		   NULL);
+	kms_hasher_sha256(w->hasher, r->tok_a.raw, r->tok_a.raw_len, digest);
 	if (CRYPTO_memcmp(digest, d->ea_digest, sizeof(digest)))
 		return KMS_ST_HANDLE_MISMATCH;
 	if (!id_eq(&r->id_b, d->id_b, d->id_b_len) ||
@@ -396,54 +467,67 @@ static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 	return KMS_ST_OK;
 }
 
-/* Phase 1 for one request. Leaves k_recip and k_k pinned on success. */
+/*
+ * Phase 1 for one request. Leaves k_recip and k_k pinned on success.
+ *
+ * DEPOSIT opens Ea under Ka and Eas under Kas. RETRIEVE opens Eb under Kb;
+ * its Ea is not opened again but must be byte for byte the token that
+ * was opened and recorded at DEPOSIT (retrieve_decide), so a rotation of
+ * A's key after the deposit does not orphan it.
+ */
 static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 		      struct pending *p, const struct kms_msg *m, uint64_t now,
 		      const uint8_t rnd[4])
 {
 	const struct kms_crypto_ops *ops = w->e->crypto;
 	struct kms_req *r = &p->req;
-	struct kms_party pa, px;
 	const struct kms_id *x_id;
+	struct kms_party pa, px, pb;
 	struct kms_ckey *ka = NULL, *kx = NULL;
 	uint16_t st, parse_st = KMS_ST_OK;
-	int rc;
+	int dep, rc;
 
 	if (kms_req_parse(m->req, m->req_len, r, &parse_st)) {
 		if (parse_st == KMS_ST_OK)
 			p->drop = 1;
 		return parse_st ? parse_st : KMS_ST_MALFORMED;
 	}
-	p->kind = r->hdr.type == KMS_T_DEPOSIT_REQ ? KMS_RK_DEPOSIT
-						    : KMS_RK_RETRIEVE;
-	x_id = p->kind == KMS_RK_DEPOSIT ? &r->id_as : &r->id_b;
+	dep = r->hdr.type == KMS_T_DEPOSIT_REQ;
+	x_id = dep ? &r->id_as : &r->id_b;
+	p->kind = dep ? KMS_RK_DEPOSIT : KMS_RK_RETRIEVE;
 	if (!txn) /* no read transaction or no random bytes for this batch */
 		return KMS_ST_INTERNAL;
 
 	/* Timestamps first: cheap, and no key work for stale tokens. Ea in a
 	 * RETRIEVE is the old deposit handle: it is matched, not timed. */
 	if (!in_skew(w->e, r->tok_x.ts_ms, now) ||
-	    (p->kind == KMS_RK_DEPOSIT && !in_skew(w->e, r->tok_a.ts_ms, now)))
+	    (dep && !in_skew(w->e, r->tok_a.ts_ms, now)))
 		return KMS_ST_STALE;
 
-	st = party_check(txn, &r->id_a, KMS_PARTY_USER, &r->tok_a, &pa);
-	if (st)
-		return st;
-	st = party_check(txn, x_id,
-			 p->kind == KMS_RK_DEPOSIT ? KMS_PARTY_AS : KMS_PARTY_USER,
-			 &r->tok_x, &px);
+	/* A must be an active user; in a DEPOSIT its token must name A's
+	 * current key. The sender of the other token likewise (the AS or B).
+	 * A DEPOSIT also refuses a recipient who could never retrieve. */
+	st = party_check(txn, &r->id_a, KMS_PARTY_USER, dep ? &r->tok_a : NULL,
+			 &pa);
+	if (!st)
+		st = party_check(txn, x_id, dep ? KMS_PARTY_AS : KMS_PARTY_USER,
+				 &r->tok_x, &px);
+	if (!st && dep)
+		st = party_check(txn, &r->id_b, KMS_PARTY_USER, NULL, &pb);
 	if (st)
 		return st;
 
-	rc = ops->key_get(w->crypto, pa.blob, &ka);
-	if (rc)
-		return crypto_status(rc);
+	if (dep) {
+		rc = ops->key_get(w->crypto, pa.blob, &ka);
+		if (rc)
+			return crypto_status(rc);
+	}
 	rc = ops->key_get(w->crypto, px.blob, &kx);
 	if (rc) {
 		st = crypto_status(rc);
 		goto out;
 	}
-	st = token_check(w, ka, &r->tok_a, &r->id_a, r);
+	st = dep ? token_check(w, ka, &r->tok_a, &r->id_a, r) : KMS_ST_OK;
 	if (!st)
 		st = token_check(w, kx, &r->tok_x, x_id, r);
 	/*
@@ -457,7 +541,8 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 	if (st)
 		goto out;
 
-	if (p->kind == KMS_RK_DEPOSIT) {
+	kms_hasher_pair(w->hasher, &r->id_a, &r->id_b, p->pair_hash);
+	if (dep) {
 		st = deposit_decide(w, txn, p, now, rnd);
 		p->k_recip = ka;
 		p->recip_gen = pa.gen;
@@ -518,6 +603,19 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 		memcpy(a.id_b, p->dep.id_b, p->dep.id_b_len);
 		a.id_b_len = p->dep.id_b_len;
 		rc = kms_ks_audit_append(txn, &a);
+		if (rc)
+			break; /* no key leaves without its audit record */
+		/* The single-use nonce, so a replay stays refused after a
+		 * restart (reloaded by reload_nonces). */
+		rc = kms_ks_nonce_put(txn, replay_expiry(w, &p->req.tok_x),
+				      p->req.tok_x.role, p->req.tok_x.nonce,
+				      p->pair_hash);
+	}
+	/* Keep the nonce table bounded: drop at least as many expired
+	 * entries as this batch adds. */
+	if (rc == KMS_OK) {
+		int purged = kms_ks_nonce_purge(txn, now, 2 * n);
+		rc = purged < 0 ? purged : KMS_OK;
 	}
 	if (rc == KMS_OK)
 		rc = kms_ks_txn_commit(txn);
@@ -578,26 +676,26 @@ static void answer(struct kms_worker *w, struct pending *p, struct kms_msg *m,
 		STAT_INC(w, retrievals);
 }
 
-unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
-			    unsigned n)
+/* One batch of at most batch_max requests through the three phases. */
+static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
+			      unsigned n)
 {
 	const struct kms_crypto_ops *ops = w->e->crypto;
 	uint8_t rnd[BATCH_MAX][4 + KMS_NONCE_LEN];
 	struct kms_ks_txn *rtxn = NULL;
-	struct kms_crypto_stats cs;
 	unsigned replies = 0;
 	uint64_t now;
 	int rc;
 
-	if (n > BATCH_MAX)
-		n = BATCH_MAX;
 	now = w->e->cfg.now_ms(w->e->cfg.now_arg);
 	/* Key id salt and keybox IVs for the whole batch in one call; without
 	 * fresh IVs nothing may be sealed, so the batch is refused. */
 	if (RAND_bytes(&rnd[0][0], (int)(n * sizeof(rnd[0]))) != 1)
 		rc = KMS_ERR_CRYPTO;
 	else
-		rc = kms_ks_txn_begin(w->e->ks, 1, &rtxn);
+		rc = kms_ks_txn_renew(w->rtxn);
+	if (!rc)
+		rtxn = w->rtxn;
 	for (unsigned i = 0; i < n; i++) {
 		struct pending *p = &w->pend[i];
 
@@ -608,7 +706,8 @@ unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
 	}
 	if (rc)
 		KMS_ERR("worker %u: batch refused: %s", w->id, kms_strerror(rc));
-	kms_ks_txn_abort(rtxn);
+	else
+		kms_ks_txn_reset(w->rtxn);
 
 	record(w, n, now);
 
@@ -639,15 +738,30 @@ unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
 		replies++;
 	}
 	explicit_bzero(rnd, sizeof(rnd));
+	STAT_INC(w, batches);
+	STAT_ADD(w, requests, n);
+	return replies;
+}
 
-	ops->stats(w->crypto, &cs);
+unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
+			    unsigned n)
+{
+	struct kms_crypto_stats cs;
+	unsigned replies = 0;
+
+	for (unsigned off = 0; off < n; off += w->e->cfg.batch_max) {
+		unsigned k = n - off;
+
+		if (k > w->e->cfg.batch_max)
+			k = w->e->cfg.batch_max;
+		replies += process_batch(w, msgs + off, k);
+	}
+	w->e->crypto->stats(w->crypto, &cs);
 	__atomic_store_n(&w->st.cache_hits, cs.hits, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->st.cache_misses, cs.misses, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->st.cache_evictions, cs.evictions, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->st.hsm_calls, kms_hsm_session_calls(w->hsm),
 			 __ATOMIC_RELAXED);
-	STAT_INC(w, batches);
-	STAT_ADD(w, requests, n);
 	return replies;
 }
 

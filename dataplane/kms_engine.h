@@ -7,9 +7,12 @@
  *
  * A kms_engine holds what all workers share (HSM, keystore, policy,
  * configuration). A kms_worker holds one worker's state: its HSM session,
- * key cache, replay window and counters. The request path takes no locks
- * and allocates nothing; LMDB's single writer lock is taken once per batch
- * for the durable commit.
+ * key cache, replay window and counters. LMDB's single writer lock is
+ * taken once per batch for the durable commit.
+ *
+ * The request path takes no lock and allocates nothing of its own (OpenSSL
+ * contexts, the LMDB read transaction and the batch arrays are kept per
+ * worker); LMDB's write transaction allocates its dirty pages.
  *
  * Ownership of pairs: the pair (ID-A, ID-B) of a request picks its worker
  * (kms_engine_worker_for). Every I/O mode must deliver a request to that
@@ -29,14 +32,20 @@
 
 struct kms_engine;
 struct kms_worker;
+struct kms_hasher;
+
+/** Smallest key cache for a batch size: every answered request of a batch
+ *  keeps two keys (the requester's and K) pinned until its reply. */
+#define KMS_ENGINE_CACHE_MIN(batch) (2u * (batch) + 16u)
 
 struct kms_engine_config {
 	const char *crypto_mode;     /**< "offload" */
 	struct kms_policy policy;
 	uint32_t max_skew_ms;
 	uint32_t replay_capacity;
-	uint32_t cache_keys;
+	uint32_t cache_keys;         /**< >= KMS_ENGINE_CACHE_MIN(batch_max) */
 	unsigned nworkers;
+	unsigned batch_max;          /**< requests per batch (one commit), 1..256 */
 	/** Clock (ms since the epoch); NULL = CLOCK_REALTIME. Tests set it. */
 	uint64_t (*now_ms)(void *arg);
 	void *now_arg;
@@ -82,22 +91,28 @@ void kms_engine_destroy(struct kms_engine *e);
 /**
  * The worker index that owns the request in @p dgram (pair hash mod
  * nworkers); 0 for a datagram whose IDs cannot be found (the worker then
- * refuses or drops it).
+ * refuses or drops it). @p h: the calling thread's hasher.
  */
-unsigned kms_engine_worker_for(const struct kms_engine *e, const uint8_t *dgram,
+unsigned kms_engine_worker_for(const struct kms_engine *e,
+			       struct kms_hasher *h, const uint8_t *dgram,
 			       size_t len);
 
 /**
  * Create worker @p id (0..nworkers-1). Call it on the thread that will run
- * the worker: it opens that thread's HSM session.
- * @return KMS_OK, KMS_ERR_HSM, KMS_ERR_NOTFOUND (no KEK), KMS_ERR_NOMEM.
+ * the worker: it opens that thread's HSM session. It reloads from the
+ * keystore the single-use nonces of its pairs that have not expired, so
+ * replays stay refused across restarts.
+ * @return KMS_OK, KMS_ERR_HSM, KMS_ERR_NOTFOUND (no KEK), KMS_ERR_NOMEM,
+ *         KMS_ERR_BUSY (the live nonces of its pairs do not fit the replay
+ *         window: raise replay_capacity), or a keystore error
+ *         (KMS_ERR_STORE, KMS_ERR_CORRUPT) from reading them.
  */
 int kms_worker_create(struct kms_engine *e, unsigned id, struct kms_worker **out);
 /** Wipe and free everything the worker holds. NULL is a no-op. */
 void kms_worker_destroy(struct kms_worker *w);
 
 /**
- * Process a batch of @p n requests (at most 256). Every message gets either
+ * Process @p n requests, in batches of at most batch_max. Every message gets either
  * a reply (resp_len > 0) or a counted drop. Deposits and retrievals of the
  * batch are recorded in one durable write transaction before any reply
  * that depends on them is produced; when that commit fails, those requests

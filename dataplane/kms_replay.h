@@ -6,7 +6,7 @@
  * A token is accepted only while |ts - now| <= skew, so its nonce must be
  * remembered until ts + skew; after that the timestamp check refuses it on
  * its own. The window is a fixed open-addressing table (no allocation after
- * create) keyed by (role, nonce) under a per-process random hash key.
+ * create) keyed by (role, nonce) through AES-128 under a per-window random key.
  *
  * Completeness without shared state: every token binds the pair (ID-A,
  * ID-B) and the pair hash picks the worker, so a replayed token always
@@ -21,7 +21,8 @@
 
 struct kms_replay;
 
-/** @p capacity nonces (rounded up to a power of two, table is twice that).
+/** @p capacity nonces: the table has the next power of two >= 2 * capacity
+ *  slots (at least 64). A nonce is looked for within 64 slots of its hash.
  *  @return KMS_OK or KMS_ERR_NOMEM. */
 int kms_replay_create(uint32_t capacity, struct kms_replay **out);
 void kms_replay_destroy(struct kms_replay *r);

@@ -10,6 +10,7 @@
  * counters and exit 0.
  */
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,14 +24,6 @@
 #include "kms_log.h"
 #include "kms_secmem.h"
 #include "kms_sockio.h"
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop_requested = 1;
-}
 
 static void usage(FILE *f)
 {
@@ -176,6 +169,7 @@ int main(int argc, char **argv)
 		.max_skew_ms = cfg.max_skew_s * 1000,
 		.replay_capacity = cfg.replay_capacity,
 		.cache_keys = cfg.cache_keys, .nworkers = cfg.workers,
+		.batch_max = cfg.batch,
 	};
 	struct kms_sockio_config sc = {
 		.listen = cfg.listen, .port = cfg.port, .nworkers = cfg.workers,
@@ -192,10 +186,15 @@ int main(int argc, char **argv)
 	if (kms_engine_create(&ec, hsm, ks, &eng))
 		goto out;
 
-	struct sigaction sa = { .sa_handler = on_signal };
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	/* Block the stop signals in every thread (the I/O threads inherit
+	 * this mask) and wait for them synchronously: none can be lost. */
+	sigset_t stop_set;
+	int sig;
+
+	sigemptyset(&stop_set);
+	sigaddset(&stop_set, SIGINT);
+	sigaddset(&stop_set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	if ((c = kms_sockio_start(eng, &sc, &io))) {
@@ -206,9 +205,9 @@ int main(int argc, char **argv)
 	KMS_INFO("ready: udp %s:%u, %u workers, batch %u, crypto %s, store %s",
 		 cfg.listen, kms_sockio_port(io), cfg.workers, cfg.batch,
 		 cfg.crypto_mode, cfg.store_path);
-	while (!stop_requested)
-		pause();
-	KMS_INFO("stopping: draining queued requests");
+	while (sigwait(&stop_set, &sig) != 0)
+		;
+	KMS_INFO("stopping on %s: draining queued requests", strsignal(sig));
 	kms_sockio_stop(io, &st, &ios);
 	print_stats(&st, &ios);
 	rc = 0;

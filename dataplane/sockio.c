@@ -15,6 +15,8 @@
 #include "kms_sockio.h"
 
 #define BURST 64
+/* Counters have one writer; readers on other threads load them atomically. */
+#define STAT_INC(x) __atomic_store_n(&(x), (x) + 1, __ATOMIC_RELAXED)
 #define RESP_MAX (KMS_HDR_LEN + KMS_RESP_BODY_LEN)
 
 struct slot {
@@ -50,6 +52,7 @@ struct kms_sockio {
 	pthread_t rx;
 	uint64_t rx_count;
 	uint8_t rxbuf[BURST][KMS_DGRAM_MAX + 1];
+	struct kms_hasher *hasher;   /* RX thread's */
 	struct wctx *wk;
 	pthread_mutex_t ready_mu;
 	pthread_cond_t ready_cv;
@@ -93,7 +96,8 @@ static void *rx_main(void *arg)
 		memset(touched, 0, sizeof(touched));
 		for (int i = 0; i < n; i++) {
 			unsigned len = mm[i].msg_len;
-			unsigned wi = kms_engine_worker_for(s->e, buf[i], len);
+			unsigned wi = kms_engine_worker_for(s->e, s->hasher,
+							    buf[i], len);
 			struct wctx *c = &s->wk[wi];
 			uint32_t head = c->head;
 			uint32_t tail = __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE);
@@ -102,7 +106,7 @@ static void *rx_main(void *arg)
 			if (len > KMS_DGRAM_MAX)
 				len = KMS_DGRAM_MAX + 1; /* the engine refuses it */
 			if (head - tail > c->mask) {
-				c->ring_full++;
+				STAT_INC(c->ring_full);
 				continue;
 			}
 			sl = &c->ring[head & c->mask];
@@ -110,10 +114,13 @@ static void *rx_main(void *arg)
 			sl->peer_len = mm[i].msg_hdr.msg_namelen;
 			sl->len = (uint16_t)(len > KMS_DGRAM_MAX ? 0 : len);
 			memcpy(sl->data, buf[i], sl->len);
-			__atomic_store_n(&c->head, head + 1, __ATOMIC_RELEASE);
+			/* seq_cst pairs with the worker's sleep announcement:
+			 * either it sees this slot or we see its flag. */
+			__atomic_store_n(&c->head, head + 1, __ATOMIC_SEQ_CST);
 			touched[wi % 64] = 1;
 		}
-		s->rx_count += (uint64_t)n;
+		__atomic_store_n(&s->rx_count, s->rx_count + (uint64_t)n,
+				 __ATOMIC_RELAXED);
 		for (unsigned i = 0; i < nw; i++)
 			if (touched[i % 64])
 				wake(&s->wk[i]);
@@ -164,12 +171,12 @@ static void worker_batch(struct wctx *c, uint32_t tail, unsigned n)
 			if (errno == EINTR)
 				continue;
 			/* Skip the datagram the kernel refused; keep the rest. */
-			c->tx_errors++;
+			STAT_INC(c->tx_errors);
 			sent++;
 			continue;
 		}
 		sent += (unsigned)k;
-		c->tx += (uint64_t)k;
+		__atomic_store_n(&c->tx, c->tx + (uint64_t)k, __ATOMIC_RELAXED);
 	}
 }
 
@@ -265,6 +272,7 @@ static void free_io(struct kms_sockio *s)
 		free(s->wk[i].ring);
 	}
 	free(s->wk);
+	kms_hasher_free(s->hasher);
 	pthread_mutex_destroy(&s->ready_mu);
 	pthread_cond_destroy(&s->ready_cv);
 	free(s);
@@ -290,7 +298,8 @@ int kms_sockio_start(struct kms_engine *e, const struct kms_sockio_config *cfg,
 		goto err;
 	}
 	s->wk = calloc(cfg->nworkers, sizeof(*s->wk));
-	if (!s->wk)
+	s->hasher = kms_hasher_new();
+	if (!s->wk || !s->hasher)
 		goto err;
 	for (unsigned i = 0; i < cfg->nworkers; i++) {
 		s->wk[i].efd = -1;

@@ -9,6 +9,8 @@
  *   "pairs"    pair hash (32 B)           -> struct kms_pair
  *   "deposits" key id (16 B, time-ordered)-> struct kms_deposit
  *   "audit"    time_ns u64 BE | seq u32 BE -> struct kms_audit
+ *   "nonces"   expire_ms u64 BE | role u8 | nonce[12] | pair prefix[8]
+ *              -> pair hash prefix (8 B)
  *              (time_ns = time_ms * 1e6; seq from a per-store counter)
  * Records are encoded in a fixed, versioned byte layout (keystore/records.c),
  * never as raw structs. Key material appears only as HSM-wrapped blobs.
@@ -183,9 +185,38 @@ int kms_ks_meta_get(struct kms_ks_txn *txn, const char *name, char *out,
 int kms_ks_meta_put(struct kms_ks_txn *txn, const char *name,
 		    const char *value);
 
+/**
+ * A read-only transaction kept by one thread across batches: reset it
+ * (release its snapshot) when idle, renew it (new snapshot) before use.
+ * Cheaper than begin/abort. Renew clears a sticky error.
+ * @return KMS_OK, KMS_ERR_INVAL (not read-only), KMS_ERR_STORE.
+ */
+int kms_ks_txn_reset(struct kms_ks_txn *txn);
+int kms_ks_txn_renew(struct kms_ks_txn *txn);
+
+/*
+ * Single-use token nonces, kept durably until they expire so that replay
+ * protection survives a restart (the engine writes them in the batch's
+ * commit and reloads them into its windows at start). The key starts with
+ * the expiry, so a batch appends and purging deletes from the front.
+ */
+int kms_ks_nonce_put(struct kms_ks_txn *txn, uint64_t expire_ms, uint8_t role,
+		     const uint8_t nonce[KMS_NONCE_LEN],
+		     const uint8_t pair_prefix[8]);
+/** Calls @p fn for every nonce expiring at or after @p from_ms, in expiry
+ *  order, until it returns non-zero (then returns that value). */
+int kms_ks_nonce_foreach(struct kms_ks_txn *txn, uint64_t from_ms,
+			 int (*fn)(uint64_t expire_ms, uint8_t role,
+				   const uint8_t *nonce,
+				   const uint8_t *pair_prefix, void *arg),
+			 void *arg);
+/** Delete at most @p max nonces that expired before @p now_ms.
+ *  @return how many (>= 0), or a negative (sticky) error. */
+int kms_ks_nonce_purge(struct kms_ks_txn *txn, uint64_t now_ms, unsigned max);
+
 /** Entry counts per database (for stats and tests). */
 struct kms_ks_counts {
-	size_t parties, pairs, deposits, audit;
+	size_t parties, pairs, deposits, audit, nonces;
 };
 /** In a read transaction of its own. @return KMS_OK, KMS_ERR_BUSY,
  *  KMS_ERR_STORE, KMS_ERR_INVAL. */

@@ -25,7 +25,7 @@
 
 struct kms_ks {
 	MDB_env *env;
-	MDB_dbi meta, parties, pairs, deposits, audit;
+	MDB_dbi meta, parties, pairs, deposits, audit, nonces;
 	/* Next audit seq. Uniqueness only needs the atomic add; the order
 	 * of records within one ms is the order of the adds, and write
 	 * transactions are serialized by LMDB's writer lock anyway. */
@@ -165,6 +165,7 @@ static int open_dbis(struct kms_ks *ks, MDB_txn *txn, int create)
 		{ "pairs", &ks->pairs },
 		{ "deposits", &ks->deposits },
 		{ "audit", &ks->audit },
+		{ "nonces", &ks->nonces },
 	};
 	unsigned flags = create ? MDB_CREATE : 0;
 	size_t i;
@@ -691,8 +692,8 @@ int kms_ks_meta_put(struct kms_ks_txn *t, const char *name, const char *value)
 int kms_ks_counts(struct kms_ks *ks, struct kms_ks_counts *out)
 {
 	MDB_txn *txn = NULL;
-	MDB_stat st[4];
-	MDB_dbi dbi[4];
+	MDB_stat st[5];
+	MDB_dbi dbi[5];
 	size_t i;
 	int rc, ret;
 
@@ -702,13 +703,14 @@ int kms_ks_counts(struct kms_ks *ks, struct kms_ks_counts *out)
 	dbi[1] = ks->pairs;
 	dbi[2] = ks->deposits;
 	dbi[3] = ks->audit;
+	dbi[4] = ks->nonces;
 	rc = mdb_txn_begin(ks->env, NULL, MDB_RDONLY, &txn);
 	if (rc) {
 		ret = rc == MDB_READERS_FULL ? KMS_ERR_BUSY :
 					       from_mdb(rc, "counts txn");
 		goto out;
 	}
-	for (i = 0; i < 4; i++) {
+	for (i = 0; i < 5; i++) {
 		rc = mdb_stat(txn, dbi[i], &st[i]);
 		if (rc) {
 			ret = from_mdb(rc, "stat");
@@ -719,9 +721,144 @@ int kms_ks_counts(struct kms_ks *ks, struct kms_ks_counts *out)
 	out->pairs = st[1].ms_entries;
 	out->deposits = st[2].ms_entries;
 	out->audit = st[3].ms_entries;
+	out->nonces = st[4].ms_entries;
 	ret = KMS_OK;
 out:
 	if (txn)
 		mdb_txn_abort(txn);
 	return ret;
+}
+
+/* ---- read transactions kept by their owner: reset / renew ---- */
+
+int kms_ks_txn_reset(struct kms_ks_txn *t)
+{
+	if (!t || !t->rdonly)
+		return KMS_ERR_INVAL;
+	mdb_txn_reset(t->txn);
+	return KMS_OK;
+}
+
+int kms_ks_txn_renew(struct kms_ks_txn *t)
+{
+	int rc;
+
+	if (!t || !t->rdonly)
+		return KMS_ERR_INVAL;
+	rc = mdb_txn_renew(t->txn);
+	if (rc)
+		return txn_fail_mdb(t, rc, "txn renew");
+	t->err = KMS_OK;
+	return KMS_OK;
+}
+
+/* ---- single-use nonces ---- */
+
+/* expire_ms | role | nonce | pair prefix: the pair is part of the key, so
+ * the same nonce used for two pairs (a broken client RNG) stays two
+ * entries, each reloaded by the worker that owns its pair. */
+#define NONCE_KEY_LEN (8 + 1 + KMS_NONCE_LEN + 8)
+#define NONCE_VAL_LEN 8
+
+int kms_ks_nonce_put(struct kms_ks_txn *t, uint64_t expire_ms, uint8_t role,
+		     const uint8_t nonce[KMS_NONCE_LEN],
+		     const uint8_t pair_prefix[8])
+{
+	uint8_t key[NONCE_KEY_LEN];
+	int ret = txn_check(t, 1);
+
+	if (ret)
+		return ret;
+	if (!nonce || !pair_prefix)
+		return KMS_ERR_INVAL;
+	/* Expiry first: entries arrive roughly in time order and append. */
+	put_be64(key, expire_ms);
+	key[8] = role;
+	memcpy(key + 9, nonce, KMS_NONCE_LEN);
+	memcpy(key + 9 + KMS_NONCE_LEN, pair_prefix, 8);
+	return txn_put(t, t->ks->nonces, key, sizeof(key), pair_prefix,
+		       NONCE_VAL_LEN, 0, "nonces");
+}
+
+int kms_ks_nonce_foreach(struct kms_ks_txn *t, uint64_t from_ms,
+			 int (*fn)(uint64_t expire_ms, uint8_t role,
+				   const uint8_t *nonce,
+				   const uint8_t *pair_prefix, void *arg),
+			 void *arg)
+{
+	MDB_cursor *cur = NULL;
+	uint8_t start[8];
+	MDB_val k = { .mv_size = sizeof(start), .mv_data = start }, v;
+	MDB_cursor_op op = MDB_SET_RANGE;
+	int rc, ret = txn_check(t, 0);
+
+	if (ret)
+		return ret;
+	if (!fn)
+		return KMS_ERR_INVAL;
+	put_be64(start, from_ms);
+	rc = mdb_cursor_open(t->txn, t->ks->nonces, &cur);
+	if (rc)
+		return txn_fail_mdb(t, rc, "nonces cursor");
+	for (;; op = MDB_NEXT) {
+		rc = mdb_cursor_get(cur, &k, &v, op);
+		if (rc == MDB_NOTFOUND) {
+			ret = KMS_OK;
+			break;
+		}
+		if (rc) {
+			ret = txn_fail_mdb(t, rc, "nonces");
+			break;
+		}
+		if (k.mv_size != NONCE_KEY_LEN || v.mv_size != NONCE_VAL_LEN ||
+		    memcmp((uint8_t *)k.mv_data + 9 + KMS_NONCE_LEN, v.mv_data,
+			   NONCE_VAL_LEN)) {
+			ret = txn_corrupt(t, "nonces");
+			break;
+		}
+		ret = fn(get_be64(k.mv_data), ((uint8_t *)k.mv_data)[8],
+			 (uint8_t *)k.mv_data + 9, v.mv_data, arg);
+		if (ret)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return ret;
+}
+
+int kms_ks_nonce_purge(struct kms_ks_txn *t, uint64_t now_ms, unsigned max)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	unsigned n = 0;
+	int rc, ret = txn_check(t, 1);
+
+	if (ret)
+		return ret;
+	rc = mdb_cursor_open(t->txn, t->ks->nonces, &cur);
+	if (rc)
+		return txn_fail_mdb(t, rc, "nonces cursor");
+	/* The oldest entries come first: delete from the front. */
+	while (n < max) {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		if (rc == MDB_NOTFOUND)
+			break;
+		if (rc) {
+			ret = txn_fail_mdb(t, rc, "nonces");
+			break;
+		}
+		if (k.mv_size != NONCE_KEY_LEN) {
+			ret = txn_corrupt(t, "nonces");
+			break;
+		}
+		if (get_be64(k.mv_data) >= now_ms)
+			break;
+		rc = mdb_cursor_del(cur, 0);
+		if (rc) {
+			ret = txn_fail_mdb(t, rc, "nonces purge");
+			break;
+		}
+		n++;
+	}
+	mdb_cursor_close(cur);
+	return ret ? ret : (int)n;
 }

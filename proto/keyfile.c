@@ -50,7 +50,7 @@ int kms_hex_decode(const char *in, uint8_t *out, size_t cap)
 int kms_keyfile_write(const char *path, const struct kms_keyfile *kf,
 		      int overwrite)
 {
-	char hex[2 * KMS_KEY_LEN + 1];
+	char hex[2 * KMS_KEY_LEN + 1], iobuf[512];
 	int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
 	int fd, rc = KMS_OK;
 	FILE *f;
@@ -65,6 +65,8 @@ int kms_keyfile_write(const char *path, const struct kms_keyfile *kf,
 		close(fd);
 		return KMS_ERR_IO;
 	}
+	/* Our buffer, so the key's hex can be wiped after fclose(). */
+	setvbuf(f, iobuf, _IOFBF, sizeof(iobuf));
 	kms_hex_encode(kf->key, KMS_KEY_LEN, hex);
 	if (fprintf(f, "# IMS KMS party key. Secret: keep mode 0600.\n"
 		       "id = %s\nkind = %s\ngen = %u\nkey = %s\n",
@@ -75,6 +77,7 @@ int kms_keyfile_write(const char *path, const struct kms_keyfile *kf,
 		rc = KMS_ERR_IO;
 	if (fclose(f) != 0)
 		rc = KMS_ERR_IO;
+	explicit_bzero(iobuf, sizeof(iobuf));
 	return rc;
 }
 
@@ -94,12 +97,13 @@ static char *trim(char *s)
 int kms_keyfile_read(const char *path, struct kms_keyfile *out)
 {
 	struct kms_keyfile kf;
-	char line[512];
+	char line[512], iobuf[1024];
 	int have = 0, rc = KMS_ERR_MALFORMED;
 	FILE *f = fopen(path, "re");
 
 	if (!f)
 		return KMS_ERR_IO;
+	setvbuf(f, iobuf, _IOFBF, sizeof(iobuf)); /* wiped below */
 	memset(&kf, 0, sizeof(kf));
 	while (fgets(line, sizeof(line), f)) {
 		char *eq, *k, *v = NULL;
@@ -149,6 +153,7 @@ out:
 	explicit_bzero(line, sizeof(line));
 	explicit_bzero(&kf, sizeof(kf));
 	fclose(f);
+	explicit_bzero(iobuf, sizeof(iobuf));
 	return rc;
 }
 

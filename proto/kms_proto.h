@@ -147,6 +147,19 @@ int kms_resp_parse(const uint8_t *buf, size_t len, struct kms_resp *out);
 void kms_pair_hash(const struct kms_id *a, const struct kms_id *b,
 		   uint8_t out[KMS_PAIR_HASH_LEN]);
 
+/**
+ * A reusable SHA-256 context for the request path (kms_pair_hash allocates
+ * on every call; these do not). One per thread; kms_hasher_new returns NULL
+ * when out of memory.
+ */
+struct kms_hasher;
+struct kms_hasher *kms_hasher_new(void);
+void kms_hasher_free(struct kms_hasher *h);
+void kms_hasher_pair(struct kms_hasher *h, const struct kms_id *a,
+		     const struct kms_id *b, uint8_t out[KMS_PAIR_HASH_LEN]);
+void kms_hasher_sha256(struct kms_hasher *h, const void *data, size_t len,
+		       uint8_t out[32]);
+
 /** Worker index for a pair hash: first 8 bytes (big-endian) mod n. */
 unsigned kms_pair_worker(const uint8_t hash[KMS_PAIR_HASH_LEN], unsigned n);
 

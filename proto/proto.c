@@ -8,6 +8,7 @@
  * later reads fail, and the caller looks at the error once at the end.
  * Nothing here allocates.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -353,8 +354,46 @@ int kms_resp_parse(const uint8_t *buf, size_t len, struct kms_resp *out)
 
 /* ---- pair hash ---- */
 
-void kms_pair_hash(const struct kms_id *a, const struct kms_id *b,
-		   uint8_t out[KMS_PAIR_HASH_LEN])
+struct kms_hasher {
+	EVP_MD_CTX *ctx;
+	EVP_MD *sha256;
+};
+
+struct kms_hasher *kms_hasher_new(void)
+{
+	struct kms_hasher *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->ctx = EVP_MD_CTX_new();
+	h->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (!h->ctx || !h->sha256) {
+		kms_hasher_free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void kms_hasher_free(struct kms_hasher *h)
+{
+	if (!h)
+		return;
+	EVP_MD_CTX_free(h->ctx);
+	EVP_MD_free(h->sha256);
+	free(h);
+}
+
+void kms_hasher_sha256(struct kms_hasher *h, const void *data, size_t len,
+		       uint8_t out[32])
+{
+	if (EVP_DigestInit_ex(h->ctx, h->sha256, NULL) != 1 ||
+	    EVP_DigestUpdate(h->ctx, data, len) != 1 ||
+	    EVP_DigestFinal_ex(h->ctx, out, NULL) != 1)
+		memset(out, 0, 32);  /* only if libcrypto is broken */
+}
+
+void kms_hasher_pair(struct kms_hasher *h, const struct kms_id *a,
+		     const struct kms_id *b, uint8_t out[KMS_PAIR_HASH_LEN])
 {
 	uint8_t buf[sizeof(pair_label) + 2 + 2 * 255];
 	uint8_t *p = buf;
@@ -363,8 +402,20 @@ void kms_pair_hash(const struct kms_id *a, const struct kms_id *b,
 	p = stn(p, pair_label, sizeof(pair_label));
 	p = st_id(p, a);
 	p = st_id(p, b);
-	if (!EVP_Digest(buf, (size_t)(p - buf), out, NULL, EVP_sha256(), NULL))
-		memset(out, 0, KMS_PAIR_HASH_LEN);  /* only if libcrypto is broken */
+	kms_hasher_sha256(h, buf, (size_t)(p - buf), out);
+}
+
+void kms_pair_hash(const struct kms_id *a, const struct kms_id *b,
+		   uint8_t out[KMS_PAIR_HASH_LEN])
+{
+	struct kms_hasher *h = kms_hasher_new();
+
+	if (!h) {
+		memset(out, 0, KMS_PAIR_HASH_LEN);
+		return;
+	}
+	kms_hasher_pair(h, a, b, out);
+	kms_hasher_free(h);
 }
 
 unsigned kms_pair_worker(const uint8_t hash[KMS_PAIR_HASH_LEN], unsigned n)

@@ -98,11 +98,46 @@ void efx_setup(struct efx *f, size_t map_size)
 	memset(f, 0, sizeof(*f));
 	f->now = EFX_T0;
 	f->map_size = map_size;
+	f->batch_max = EFX_BATCH;
+	f->hasher = kms_hasher_new();
+	assert_non_null(f->hasher);
 	assert_int_equal(kms_testenv_setup(&f->env), 0);
 	assert_int_equal(kms_hsm_open(&f->env.hsm, &f->hsm), KMS_OK);
 	assert_int_equal(kms_hsm_kek_create(f->hsm), KMS_OK);
 	open_store(f, 1);
 	enrol_all(f);
+}
+
+static int cm_setup(void **state, size_t map)
+{
+	struct efx *f = calloc(1, sizeof(*f));
+	struct kms_policy pol = efx_policy();
+
+	if (!f)
+		return -1;
+	efx_setup(f, map);
+	efx_start(f, &pol, 1);
+	*state = f;
+	return 0;
+}
+
+int efx_cm_setup(void **state)
+{
+	return cm_setup(state, 0);
+}
+
+int efx_cm_setup_tiny(void **state)
+{
+	return cm_setup(state, EFX_TINY_MAP);
+}
+
+int efx_cm_teardown(void **state)
+{
+	struct efx *f = *state;
+
+	efx_teardown(f);
+	free(f);
+	return 0;
 }
 
 void efx_start(struct efx *f, const struct kms_policy *pol, unsigned nworkers)
@@ -113,7 +148,9 @@ void efx_start(struct efx *f, const struct kms_policy *pol, unsigned nworkers)
 	f->cfg.policy = *pol;
 	f->cfg.max_skew_ms = EFX_SKEW;
 	f->cfg.replay_capacity = 4096;
-	f->cfg.cache_keys = 64;
+	f->cfg.batch_max = f->batch_max;
+	f->cfg.cache_keys = f->cache_keys ? f->cache_keys
+					  : KMS_ENGINE_CACHE_MIN(f->batch_max);
 	f->cfg.nworkers = nworkers;
 	f->cfg.now_ms = test_clock;
 	f->cfg.now_arg = &f->now;
@@ -165,6 +202,8 @@ void efx_teardown(struct efx *f)
 	kms_ks_close(f->ks);
 	kms_hsm_close(f->hsm);
 	kms_testenv_teardown(&f->env);
+	kms_hasher_free(f->hasher);
+	f->hasher = NULL;
 	explicit_bzero(f->p, sizeof(f->p));
 }
 
@@ -180,6 +219,84 @@ void efx_party_set(struct efx *f, const struct efx_party *pt, uint8_t status,
 	rec.gen = gen;
 	assert_int_equal(kms_ks_party_put(txn, &pt->id, &rec), KMS_OK);
 	assert_int_equal(kms_ks_txn_commit(txn), KMS_OK);
+}
+
+void efx_party_rotate(struct efx *f, struct efx_party *pt)
+{
+	struct kms_hsm_session *s = NULL;
+	struct kms_ks_txn *txn = NULL;
+	struct kms_party rec;
+	uint8_t old_blob[KMS_HSM_BLOB_LEN];
+
+	assert_int_equal(kms_hsm_session_open(f->hsm, &s), KMS_OK);
+	assert_int_equal(kms_ks_txn_begin(f->ks, 0, &txn), KMS_OK);
+	assert_int_equal(kms_ks_party_get(txn, &pt->id, &rec), KMS_OK);
+	memcpy(old_blob, rec.blob, sizeof(old_blob));
+	assert_int_equal(kms_hsm_new_key(s, pt->key, rec.blob), KMS_OK);
+	assert_memory_not_equal(old_blob, rec.blob, sizeof(old_blob));
+	rec.gen++;
+	pt->gen = rec.gen;
+	assert_int_equal(kms_ks_party_put(txn, &pt->id, &rec), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(txn), KMS_OK);
+	kms_hsm_session_close(s);
+}
+
+void efx_party_kind(struct efx *f, const struct efx_party *pt, uint8_t kind)
+{
+	struct kms_ks_txn *txn = NULL;
+	struct kms_party rec;
+
+	assert_int_equal(kms_ks_txn_begin(f->ks, 0, &txn), KMS_OK);
+	assert_int_equal(kms_ks_party_get(txn, &pt->id, &rec), KMS_OK);
+	rec.kind = kind;
+	assert_int_equal(kms_ks_party_put(txn, &pt->id, &rec), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(txn), KMS_OK);
+}
+
+void efx_nonce_plant(struct efx *f, uint64_t expire_ms, uint8_t role,
+		     const uint8_t *nonce, unsigned n,
+		     const struct efx_party *a, const struct efx_party *b)
+{
+	struct kms_ks_txn *txn = NULL;
+	uint8_t h[KMS_PAIR_HASH_LEN], rnd[KMS_NONCE_LEN];
+
+	kms_pair_hash(&a->id, &b->id, h);
+	assert_int_equal(kms_ks_txn_begin(f->ks, 0, &txn), KMS_OK);
+	for (unsigned i = 0; i < n; i++) {
+		if (!nonce)
+			assert_int_equal(RAND_bytes(rnd, sizeof(rnd)), 1);
+		assert_int_equal(kms_ks_nonce_put(txn, expire_ms, role,
+						  nonce ? nonce : rnd, h),
+				 KMS_OK);
+	}
+	assert_int_equal(kms_ks_txn_commit(txn), KMS_OK);
+}
+
+static int count_nonce(uint64_t expire_ms, uint8_t role, const uint8_t *nonce,
+		       const uint8_t *pair_prefix, void *arg)
+{
+	uint64_t *c = arg;	/* c[0]: limit, c[1]: count */
+
+	(void)role;
+	(void)nonce;
+	(void)pair_prefix;
+	if (expire_ms >= c[0])
+		return 1;
+	c[1]++;
+	return 0;
+}
+
+unsigned efx_nonces_before(struct efx *f, uint64_t t_ms)
+{
+	struct kms_ks_txn *txn = NULL;
+	uint64_t c[2] = { t_ms, 0 };
+	int rc;
+
+	assert_int_equal(kms_ks_txn_begin(f->ks, 1, &txn), KMS_OK);
+	rc = kms_ks_nonce_foreach(txn, 0, count_nonce, c);
+	assert_true(rc == KMS_OK || rc == 1);
+	kms_ks_txn_abort(txn);
+	return (unsigned)c[1];
 }
 
 void efx_tok(struct efx_tok *t, uint8_t role, const struct kms_id *sealer,
@@ -237,11 +354,11 @@ void efx_fix_body_len(struct efx_dgram *d)
 unsigned efx_run(struct efx *f, unsigned wi, const struct efx_dgram *req,
 		 struct efx_reply *rep, unsigned n)
 {
-	struct kms_msg m[256];
+	struct kms_msg *m = calloc(n ? n : 1, sizeof(*m));
 	unsigned replies, answered = 0;
 
-	assert_true(n <= 256 && wi < f->cfg.nworkers);
-	memset(m, 0, n * sizeof(m[0]));
+	assert_non_null(m);
+	assert_true(wi < f->cfg.nworkers);
 	for (unsigned i = 0; i < n; i++) {
 		m[i].req = req[i].b;
 		m[i].req_len = req[i].len;
@@ -268,6 +385,7 @@ unsigned efx_run(struct efx *f, unsigned wi, const struct efx_dgram *req,
 				 (uint32_t)req[i].b[4] << 24 | req[i].b[5] << 16 |
 				 req[i].b[6] << 8 | req[i].b[7]);
 	}
+	free(m);
 	assert_int_equal(replies, answered);
 	return replies;
 }
@@ -275,10 +393,13 @@ unsigned efx_run(struct efx *f, unsigned wi, const struct efx_dgram *req,
 uint16_t efx_run1(struct efx *f, const struct efx_dgram *req,
 		  struct efx_reply *rep)
 {
-	unsigned wi = kms_engine_worker_for(f->eng, req->b, req->len);
-
-	efx_run(f, wi, req, rep, 1);
+	efx_run(f, efx_owner(f, req), req, rep, 1);
 	return rep->status;
+}
+
+unsigned efx_owner(struct efx *f, const struct efx_dgram *req)
+{
+	return kms_engine_worker_for(f->eng, f->hasher, req->b, req->len);
 }
 
 void efx_dep_build(struct efx *f, struct efx_dep *d, const struct efx_party *a,
@@ -343,6 +464,49 @@ uint16_t efx_retrieve(struct efx *f, struct efx_ret *r, const struct efx_dep *d,
 	return r->rep.status;
 }
 
+uint16_t efx_dep_broken(struct efx *f, struct efx_dep *d, unsigned how,
+			const struct efx_dgram *earlier)
+{
+	const struct efx_party *a = &f->p[P_A], *b = &f->p[P_B];
+	const struct efx_party *as = &f->p[P_AS];
+	struct efx_tok t;
+
+	efx_dep_build(f, d, a, b, as);
+	switch (how) {
+	case 0:
+		efx_tok(&t, KMS_ROLE_AS, &as->id, b->key, 1, f->now, &a->id,
+			&b->id);
+		efx_deposit_req(f, &d->req, &a->id, &b->id, &as->id, &d->ea, &t);
+		return KMS_ST_AUTH_FAILED;
+	case 1:
+		d->req = *earlier;
+		return KMS_ST_REPLAY;
+	case 2:
+		efx_dep_build(f, d, a, b, &f->p[P_AS2]);
+		return KMS_ST_PARTY_REVOKED;
+	case 3:
+		efx_deposit_req(f, &d->req, &a->id, &f->p[P_C].id, &as->id,
+				&d->ea, &d->eas);
+		return KMS_ST_ID_MISMATCH;
+	case 4:
+		efx_tok(&t, KMS_ROLE_A, &a->id, a->key, 1, f->now - 2 * EFX_SKEW,
+			&a->id, &b->id);
+		efx_deposit_req(f, &d->req, &a->id, &b->id, &as->id, &t,
+				&d->eas);
+		return KMS_ST_STALE;
+	case 5: /* the header says more than there is */
+		d->req.len -= 5;
+		return KMS_ST__COUNT;
+	case 6:
+		d->req.b[2] = 7;
+		return KMS_ST_BAD_VERSION;
+	default:
+		d->req.len -= 5;
+		efx_fix_body_len(&d->req);
+		return KMS_ST_MALFORMED;
+	}
+}
+
 uint16_t efx_dep_with(struct efx *f, const struct kms_id *a,
 		      const struct kms_id *b, const struct kms_id *as,
 		      const struct efx_tok *ea, const struct efx_tok *eas)
@@ -373,6 +537,121 @@ void efx_user_pair(struct efx *f, unsigned n, const struct efx_party **a,
 	assert_true(n < EFX_NPAIRS);
 	*a = &f->p[i];
 	*b = &f->p[j >= i ? j + 1 : j];
+}
+
+void efx_pair_of_worker(struct efx *f, unsigned nworkers, unsigned wi,
+			const struct efx_party **a, const struct efx_party **b)
+{
+	for (unsigned n = 0; n < EFX_NPAIRS; n++) {
+		efx_user_pair(f, n, a, b);
+		if (efx_pair_worker(*a, *b, nworkers) == wi)
+			return;
+	}
+	fail_msg("no user pair for worker %u of %u", wi, nworkers);
+}
+
+void efx_dep_build_pairs(struct efx *f, struct efx_dep *d,
+			 struct efx_dgram *req, unsigned n,
+			 const struct efx_party *as)
+{
+	const struct efx_party *a, *b;
+
+	for (unsigned i = 0; i < n; i++) {
+		efx_user_pair(f, i % EFX_NPAIRS, &a, &b);
+		efx_dep_build(f, &d[i], a, b, as);
+		if (req)
+			req[i] = d[i].req;
+	}
+}
+
+void efx_expect_refused(struct efx *f, const struct efx_dgram *d,
+			unsigned *sent, unsigned *drops)
+{
+	struct efx_reply rep;
+
+	efx_run(f, 0, d, &rep, 1);
+	(*sent)++;
+	if (rep.len == 0) {
+		(*drops)++;
+		return;
+	}
+	assert_int_equal(rep.r.hdr.type, KMS_T_ERROR);
+	assert_int_not_equal(rep.status, KMS_ST_OK);
+}
+
+int efx_engine_try(struct efx *f, const struct kms_engine_config *cfg)
+{
+	struct kms_engine *e = NULL;
+	int rc = kms_engine_create(cfg, f->hsm, f->ks, &e);
+
+	if (rc)
+		assert_null(e);
+	else
+		assert_non_null(e);
+	kms_engine_destroy(e);
+	return rc;
+}
+
+int efx_worker_try(struct efx *f, unsigned nworkers, uint32_t replay_capacity,
+		   unsigned wi)
+{
+	struct kms_engine_config cfg = f->cfg;
+	struct kms_engine *e = NULL;
+	struct kms_worker *w = NULL;
+	int rc;
+
+	assert_null(f->eng);
+	cfg.nworkers = nworkers;
+	cfg.replay_capacity = replay_capacity;
+	assert_int_equal(kms_engine_create(&cfg, f->hsm, f->ks, &e), KMS_OK);
+	rc = kms_worker_create(e, wi, &w);
+	if (rc)
+		assert_null(w);
+	kms_worker_destroy(w);
+	kms_engine_destroy(e);
+	return rc;
+}
+
+struct audit_cb_arg {
+	const uint8_t *k;
+	struct efx_audit_scan *s;
+};
+
+static int audit_cb(const struct kms_audit *a, void *arg)
+{
+	struct audit_cb_arg *c = arg;
+	struct efx_audit_scan *s = c->s;
+
+	s->n++;
+	s->with_k += efx_contains(a, sizeof(*a), c->k, KMS_KEY_LEN);
+	if (a->event == KMS_AUD_KEY_NEW) {
+		s->key_new++;
+		s->new_rec = *a;
+	} else if (a->event == KMS_AUD_KEY_REUSE) {
+		s->key_reuse++;
+	} else if (a->event == KMS_AUD_KEY_RETRIEVE) {
+		s->key_retrieve++;
+		s->ret_rec = *a;
+	}
+	return 0;
+}
+
+void efx_audit_scan(struct efx *f, const uint8_t k[KMS_KEY_LEN],
+		    struct efx_audit_scan *out)
+{
+	struct audit_cb_arg c = { .k = k, .s = out };
+	struct kms_ks_txn *txn = NULL;
+
+	memset(out, 0, sizeof(*out));
+	assert_int_equal(kms_ks_txn_begin(f->ks, 1, &txn), KMS_OK);
+	assert_int_equal(kms_ks_audit_foreach(txn, audit_cb, &c), KMS_OK);
+	kms_ks_txn_abort(txn);
+}
+
+void efx_assert_id(const char *got, uint8_t len, const struct efx_party *p)
+{
+	assert_int_equal(len, p->id.len);
+	assert_memory_equal(got, p->name, len);
 }
 
 struct kms_ks_counts efx_counts(struct efx *f)
@@ -429,6 +708,15 @@ int efx_open(const struct efx_reply *rep, uint8_t role,
 int efx_contains(const void *hay, size_t hlen, const void *needle, size_t nlen)
 {
 	return memmem(hay, hlen, needle, nlen) != NULL;
+}
+
+unsigned efx_pair_worker(const struct efx_party *a, const struct efx_party *b,
+			 unsigned nworkers)
+{
+	uint8_t h[KMS_PAIR_HASH_LEN];
+
+	kms_pair_hash(&a->id, &b->id, h);
+	return kms_pair_worker(h, nworkers);
 }
 
 void efx_stats(struct efx *f, struct kms_stats *out)

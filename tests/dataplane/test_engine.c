@@ -21,45 +21,6 @@
 
 /* The party with index @p i of the fixture in scope. */
 #define PT(i) (&f->p[(i)])
-/* A map that holds the store, the parties and a few dozen deposits.
- * Measured: init and the enrolment of eight parties fit in 32 KiB, 64 KiB
- * takes one deposit, 96 KiB about 35 (4 KiB pages, copy-on-write). */
-#define TINY_MAP (96 * 1024)
-
-/* ---------------------------------------------------------------- setup */
-
-static int setup_map(void **state, size_t map)
-{
-	struct efx *f = calloc(1, sizeof(*f));
-	struct kms_policy pol = efx_policy();
-
-	if (!f)
-		return -1;
-	efx_setup(f, map);
-	efx_start(f, &pol, 1);
-	*state = f;
-	return 0;
-}
-
-static int setup(void **state)
-{
-	return setup_map(state, 0);
-}
-
-static int setup_tiny(void **state)
-{
-	return setup_map(state, TINY_MAP);
-}
-
-static int teardown(void **state)
-{
-	struct efx *f = *state;
-
-	efx_teardown(f);
-	free(f);
-	return 0;
-}
-
 /* ------------------------------------------------- 1. happy path (P1) */
 
 static void happy_path(void **state)
@@ -101,12 +62,31 @@ static void engine_config_refused(void **state)
 {
 	struct efx *f = *state;
 	struct kms_engine_config cfg = f->cfg;
-	struct kms_engine *e = NULL;
+	static const unsigned batch[] = { 1, 16, 256 };
 
 	cfg.crypto_mode = "no-such-mode";
-	assert_int_equal(kms_engine_create(&cfg, f->hsm, f->ks, &e),
-			 KMS_ERR_CONFIG);
-	assert_null(e);
+	assert_int_equal(efx_engine_try(f, &cfg), KMS_ERR_CONFIG);
+	cfg.crypto_mode = "offload";
+	/* Every answered request of a batch pins two keys: the cache holds
+	 * at least 2 * batch_max + 16, one less is refused. */
+	assert_int_equal(KMS_ENGINE_CACHE_MIN(1), 18);
+	assert_int_equal(KMS_ENGINE_CACHE_MIN(256), 528);
+	for (unsigned i = 0; i < sizeof(batch) / sizeof(batch[0]); i++) {
+		cfg.batch_max = batch[i];
+		cfg.cache_keys = KMS_ENGINE_CACHE_MIN(batch[i]) - 1;
+		assert_int_equal(efx_engine_try(f, &cfg), KMS_ERR_CONFIG);
+		cfg.cache_keys = KMS_ENGINE_CACHE_MIN(batch[i]);
+		assert_int_equal(efx_engine_try(f, &cfg), KMS_OK);
+	}
+	/* batch_max is 1..256, whatever the cache; workers 1 at least. */
+	cfg.cache_keys = 1u << 20;
+	cfg.batch_max = 0;
+	assert_int_equal(efx_engine_try(f, &cfg), KMS_ERR_INVAL);
+	cfg.batch_max = 257;
+	assert_int_equal(efx_engine_try(f, &cfg), KMS_ERR_INVAL);
+	cfg.batch_max = 256;
+	cfg.nworkers = 0;
+	assert_int_equal(efx_engine_try(f, &cfg), KMS_ERR_INVAL);
 }
 
 /* ------------------------------------ 2. the mailbox never holds K (P1) */
@@ -251,6 +231,51 @@ static void deposit_old_generation(void **state)
 			 KMS_ST_OK);
 }
 
+/*
+ * DEPOSIT checks ID-B too: no K is made for a recipient who could never
+ * retrieve it. Like every refusal before the replay check, it burns
+ * nothing: the same datagram goes through once B is active again.
+ */
+static void deposit_recipient_checked(void **state)
+{
+	struct efx *f = *state;
+	const struct efx_party *a = PT(P_A), *as = PT(P_AS);
+	struct efx_party *b = &f->p[P_B], nobody = f->p[P_B];
+	struct kms_ks_counts c;
+	struct kms_stats st;
+	struct efx_dep d;
+	struct efx_ret r;
+
+	snprintf(nobody.name, sizeof(nobody.name), "sip:nobody@example.org");
+	assert_int_equal(kms_id_from_str(nobody.name, &nobody.id), KMS_OK);
+	assert_int_equal(efx_deposit(f, &d, a, &nobody, as),
+			 KMS_ST_UNKNOWN_PARTY);
+	/* A mailbox is no recipient: another one, or the depositing one. */
+	assert_int_equal(efx_deposit(f, &d, a, PT(P_AS2), as), KMS_ST_WRONG_ROLE);
+	assert_int_equal(efx_deposit(f, &d, a, as, as), KMS_ST_WRONG_ROLE);
+	efx_party_set(f, b, KMS_PARTY_REVOKED, 1);
+	assert_int_equal(efx_deposit(f, &d, a, b, as), KMS_ST_PARTY_REVOKED);
+	c = efx_counts(f);
+	assert_int_equal(c.deposits + c.pairs + c.audit + c.nonces, 0);
+	efx_stats(f, &st);
+	assert_int_equal(st.by_status[KMS_RK_DEPOSIT][KMS_ST_UNKNOWN_PARTY], 1);
+	assert_int_equal(st.by_status[KMS_RK_DEPOSIT][KMS_ST_WRONG_ROLE], 2);
+	assert_int_equal(st.by_status[KMS_RK_DEPOSIT][KMS_ST_PARTY_REVOKED], 1);
+	assert_int_equal(st.keys_new, 0);
+
+	efx_party_set(f, b, KMS_PARTY_ACTIVE, 1);
+	assert_int_equal(efx_run1(f, &d.req, &d.rep), KMS_ST_OK);
+	efx_dep_finish(&d);
+	/* B has no token in a DEPOSIT, so its generation is not checked
+	 * there; a B rotated since retrieves with its new key. */
+	efx_party_rotate(f, b);
+	assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_OK);
+	assert_memory_equal(r.k, d.k, KMS_KEY_LEN);
+	/* Re-enrolled as a mailbox, B no longer receives deposits. */
+	efx_party_kind(f, b, KMS_PARTY_AS);
+	assert_int_equal(efx_deposit(f, &d, a, b, as), KMS_ST_WRONG_ROLE);
+}
+
 /* ----------------------------------------- 4. RETRIEVE refused (P3) */
 
 static void retrieve_refused_identity(void **state)
@@ -261,14 +286,18 @@ static void retrieve_refused_identity(void **state)
 	struct efx_ret r;
 	struct efx_tok eb;
 	uint8_t kid[KMS_KEY_ID_LEN];
-	uint16_t st;
 
 	assert_int_equal(efx_deposit(f, &d, a, b, PT(P_AS)), KMS_ST_OK);
 
-	/* Carol asks with her own ID and key. */
+	/* Carol asks with her own ID and key, and the true handle: Ea is
+	 * not opened in a RETRIEVE, but the deposit is for Bob. */
 	efx_tok(&eb, KMS_ROLE_B, &c->id, c->key, 1, f->now, &a->id, &c->id);
-	st = efx_ret_with(f, &a->id, &c->id, d.key_id, &d.ea, &eb);
-	assert_true(st == KMS_ST_ID_MISMATCH || st == KMS_ST_HANDLE_MISMATCH);
+	assert_int_equal(efx_ret_with(f, &a->id, &c->id, d.key_id, &d.ea, &eb),
+			 KMS_ST_NOT_RECIPIENT);
+	/* Her Eb says (A, B) but the plain ID-B is hers. */
+	efx_tok(&eb, KMS_ROLE_B, &c->id, c->key, 1, f->now, &a->id, &b->id);
+	assert_int_equal(efx_ret_with(f, &a->id, &c->id, d.key_id, &d.ea, &eb),
+			 KMS_ST_ID_MISMATCH);
 	/* Carol claims to be Bob, with her key. */
 	efx_tok(&eb, KMS_ROLE_B, &b->id, c->key, 1, f->now, &a->id, &b->id);
 	assert_int_equal(efx_ret_with(f, &a->id, &b->id, d.key_id, &d.ea, &eb),
@@ -363,6 +392,66 @@ static void retrieve_max_retrievals(void **state)
 	assert_int_equal(efx_run(f, 0, req, rep, 2), 2);
 	assert_int_equal(rep[0].status, KMS_ST_OK);
 	assert_int_equal(rep[1].status, KMS_ST_POLICY_DENIED);
+}
+
+/*
+ * RETRIEVE does not open Ea again: A must be an enrolled, active user and
+ * Ea byte for byte the handle recorded at DEPOSIT. So a deposit outlives a
+ * rotation of A's key, while the old generation makes no new deposits.
+ */
+static void retrieve_after_rotation(void **state)
+{
+	struct efx *f = *state;
+	struct efx_party *a = &f->p[P_A];
+	const struct efx_party *b = PT(P_B), *as = PT(P_AS);
+	struct efx_dep d, d2;
+	struct efx_ret r;
+	struct efx_tok eas, x, eb;
+	uint8_t ka1[KMS_KEY_LEN], k[KMS_KEY_LEN];
+
+	assert_int_equal(efx_deposit(f, &d, a, b, as), KMS_ST_OK);
+	memcpy(ka1, a->key, sizeof(ka1));
+	efx_party_rotate(f, a);
+	assert_int_equal(a->gen, 2);
+	/* Generation 1 makes no deposits: its Ea, or the old key claiming 2. */
+	efx_tok_of(f, &eas, KMS_ROLE_AS, as, a, b);
+	assert_int_equal(efx_dep_with(f, &a->id, &b->id, &as->id, &d.ea, &eas),
+			 KMS_ST_AUTH_FAILED);
+	efx_tok(&x, KMS_ROLE_A, &a->id, ka1, 2, f->now, &a->id, &b->id);
+	assert_int_equal(efx_dep_with(f, &a->id, &b->id, &as->id, &x, &eas),
+			 KMS_ST_AUTH_FAILED);
+	/* Generation 2 does; its K opens under the new key only. */
+	assert_int_equal(efx_deposit(f, &d2, a, b, as), KMS_ST_OK);
+	assert_int_equal(kms_keybox_open(&d2.rep.r, KMS_ROLE_A, 1, ka1, &a->id,
+					 &b->id, d2.ea.nonce, k), KMS_ERR_AUTH);
+
+	/* B gets the K of the deposit made under generation 1, later. */
+	f->now += 10 * 60 * 1000ull;
+	assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_OK);
+	assert_memory_equal(r.k, d.k, KMS_KEY_LEN);
+	assert_int_equal(r.rep.r.k_gen, d.k_gen);
+	assert_int_equal(efx_retrieve(f, &r, &d2, b), KMS_ST_OK);
+	assert_memory_equal(r.k, d2.k, KMS_KEY_LEN);
+	/* Matched, not re-opened: A's fresh Ea for the pair is not the
+	 * handle, nor the handle with one bit of its tag changed. */
+	efx_tok_of(f, &x, KMS_ROLE_A, a, a, b);
+	efx_tok_of(f, &eb, KMS_ROLE_B, b, a, b);
+	assert_int_equal(efx_ret_with(f, &a->id, &b->id, d.key_id, &x, &eb),
+			 KMS_ST_HANDLE_MISMATCH);
+	x = d.ea;
+	x.b[x.len - 1] ^= 1;
+	efx_tok_of(f, &eb, KMS_ROLE_B, b, a, b);
+	assert_int_equal(efx_ret_with(f, &a->id, &b->id, d.key_id, &x, &eb),
+			 KMS_ST_HANDLE_MISMATCH);
+	/* A revoked: none of A's deposits is handed out; reinstated: again. */
+	efx_party_set(f, a, KMS_PARTY_REVOKED, 2);
+	assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_PARTY_REVOKED);
+	assert_int_equal(efx_retrieve(f, &r, &d2, b), KMS_ST_PARTY_REVOKED);
+	efx_party_set(f, a, KMS_PARTY_ACTIVE, 2);
+	assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_OK);
+	/* A re-enrolled as a mailbox is no longer a user. */
+	efx_party_kind(f, a, KMS_PARTY_AS);
+	assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_WRONG_ROLE);
 }
 
 /* ------------------------------------------------- 5. replay (P4) */
@@ -463,6 +552,173 @@ static void replay_within_batch(void **state)
 	r.rep = rep[0];
 	efx_ret_finish(&r, &d, PT(P_B));
 	assert_memory_equal(r.k, d.k, KMS_KEY_LEN);
+}
+
+/*
+ * Eas and Eb stay single-use across a restart: a committed request writes
+ * its nonce in the batch's commit, a new worker reloads the live ones.
+ * Refused requests write none.
+ */
+static void replay_after_restart(void **state)
+{
+	struct efx *f = *state;
+	const struct efx_party *a = PT(P_A), *b = PT(P_B), *as = PT(P_AS);
+	struct efx_dep d, d2;
+	struct efx_ret r;
+	struct efx_reply rep;
+	struct efx_tok ea;
+
+	assert_int_equal(efx_deposit(f, &d, a, b, as), KMS_ST_OK);
+	assert_int_equal(efx_counts(f).nonces, 1);
+	f->now += 10;
+	assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_OK);
+	assert_int_equal(efx_counts(f).nonces, 2);
+	assert_int_equal(efx_run1(f, &d.req, &rep), KMS_ST_REPLAY);
+	assert_int_equal(efx_counts(f).nonces, 2);
+
+	efx_restart(f, 0);
+	assert_int_equal(efx_run1(f, &d.req, &rep), KMS_ST_REPLAY);
+	assert_int_equal(efx_run1(f, &r.req, &rep), KMS_ST_REPLAY);
+	/* Each token on its own: the old Eas with a fresh Ea, the old Eb
+	 * in a RETRIEVE of another deposit. */
+	efx_tok_of(f, &ea, KMS_ROLE_A, a, a, b);
+	assert_int_equal(efx_dep_with(f, &a->id, &b->id, &as->id, &ea, &d.eas),
+			 KMS_ST_REPLAY);
+	assert_int_equal(efx_deposit(f, &d2, a, b, as), KMS_ST_OK);
+	assert_int_equal(efx_ret_with(f, &a->id, &b->id, d2.key_id, &d2.ea,
+				      &r.eb), KMS_ST_REPLAY);
+	assert_int_equal(efx_counts(f).deposits, 2);
+	assert_int_equal(efx_counts(f).nonces, 3);
+
+	/* Until ts + skew the nonce is kept: by a batch's purge and by the
+	 * reload. One ms later the timestamp refuses the token itself. */
+	f->now = EFX_T0 + EFX_SKEW;
+	assert_int_equal(efx_deposit(f, &d2, PT(P_C), PT(P_D), as), KMS_ST_OK);
+	efx_restart(f, 0);
+	assert_int_equal(efx_run1(f, &d.req, &rep), KMS_ST_REPLAY);
+	f->now++;
+	assert_int_equal(efx_run1(f, &d.req, &rep), KMS_ST_STALE);
+}
+
+/* The nonce table stays bounded: a batch that commits purges expired
+ * nonces, whose tokens the timestamp check refuses, restart or not. */
+static void replay_nonces_purged(void **state)
+{
+	struct efx *f = *state;
+	const struct efx_party *as = PT(P_AS);
+	struct efx_dep d, d2;
+	struct efx_ret r;
+	struct efx_reply rep;
+	size_t before;
+
+	assert_int_equal(efx_deposit(f, &d, PT(P_A), PT(P_B), as), KMS_ST_OK);
+	f->now += 10;
+	assert_int_equal(efx_retrieve(f, &r, &d, PT(P_B)), KMS_ST_OK);
+	before = efx_counts(f).nonces;
+	assert_int_equal(before, 2);
+	assert_int_equal(efx_nonces_before(f, UINT64_MAX), 2);
+
+	f->now += EFX_SKEW + 1000;	/* past both tokens' ts + skew */
+	assert_int_equal(efx_nonces_before(f, f->now), 2);
+	assert_int_equal(efx_deposit(f, &d2, PT(P_C), PT(P_D), as), KMS_ST_OK);
+	assert_true(efx_counts(f).nonces < before);
+	assert_int_equal(efx_nonces_before(f, f->now), 0);
+	assert_int_equal(efx_counts(f).nonces, 1);	/* d2's */
+	assert_int_equal(efx_run1(f, &d.req, &rep), KMS_ST_STALE);
+	assert_int_equal(efx_run1(f, &r.req, &rep), KMS_ST_STALE);
+	efx_restart(f, 0);
+	assert_int_equal(efx_run1(f, &d.req, &rep), KMS_ST_STALE);
+	assert_int_equal(efx_run1(f, &r.req, &rep), KMS_ST_STALE);
+	assert_int_equal(efx_run1(f, &d2.req, &rep), KMS_ST_REPLAY);
+	assert_int_equal(efx_counts(f).deposits, 2);
+}
+
+/* Each worker reloads the nonces of the pairs it owns, also when the
+ * number of workers changed (the store keeps the pair, not the worker). */
+static void replay_after_restart_two_workers(void **state)
+{
+	struct efx *f = *state;
+	struct kms_policy pol = efx_policy();
+	struct efx_dep *d = calloc(EFX_NPAIRS, sizeof(*d));
+	struct efx_ret *r = calloc(EFX_NPAIRS, sizeof(*r));
+	unsigned per[EFX_MAX_WORKERS] = { 0 };
+	struct efx_reply rep;
+	struct kms_stats st;
+
+	assert_true(d && r);
+	efx_dep_build_pairs(f, d, NULL, EFX_NPAIRS, PT(P_AS));
+	for (unsigned n = 0; n < EFX_NPAIRS; n++) {	/* one worker */
+		assert_int_equal(efx_run1(f, &d[n].req, &d[n].rep), KMS_ST_OK);
+		efx_dep_finish(&d[n]);
+	}
+	efx_reconfigure(f, &pol, 2);
+	for (unsigned n = 0; n < EFX_NPAIRS; n++) {
+		unsigned wi = efx_owner(f, &d[n].req);
+
+		assert_int_equal(wi, efx_pair_worker(d[n].a, d[n].b, 2));
+		per[wi]++;
+		efx_run(f, wi, &d[n].req, &rep, 1);
+		assert_int_equal(rep.status, KMS_ST_REPLAY);
+		assert_int_equal(efx_retrieve(f, &r[n], &d[n], d[n].b),
+				 KMS_ST_OK);
+	}
+	assert_true(per[0] > 0 && per[1] > 0);
+	efx_restart(f, 0);	/* two workers, from disk */
+	for (unsigned n = 0; n < EFX_NPAIRS; n++) {
+		assert_int_equal(efx_run1(f, &d[n].req, &rep), KMS_ST_REPLAY);
+		assert_int_equal(efx_run1(f, &r[n].req, &rep), KMS_ST_REPLAY);
+	}
+	for (unsigned i = 0; i < 2; i++) {
+		kms_worker_stats(f->w[i], &st);
+		assert_int_equal(st.requests, 2 * per[i]);
+		assert_int_equal(st.by_status[KMS_RK_DEPOSIT][KMS_ST_REPLAY],
+				 per[i]);
+		assert_int_equal(st.by_status[KMS_RK_RETRIEVE][KMS_ST_REPLAY],
+				 per[i]);
+	}
+	free(d);
+	free(r);
+}
+
+/*
+ * The reload reads what the store says, role included; it fills only the
+ * owner's window, and a window too small for the live nonces keeps the
+ * worker from starting (fail closed) rather than forget some.
+ */
+static void replay_reload_from_store(void **state)
+{
+	struct efx *f = *state;
+	struct kms_policy pol = efx_policy();
+	const struct efx_party *a[2], *b[2];
+	uint64_t exp = f->now + EFX_SKEW + 1;
+	struct efx_dep d1, d2;
+
+	/* Two deposits never sent; their Eas nonces planted in the store,
+	 * d1's under the wrong role. */
+	efx_dep_build(f, &d1, PT(P_A), PT(P_B), PT(P_AS));
+	efx_dep_build(f, &d2, PT(P_C), PT(P_D), PT(P_AS));
+	efx_nonce_plant(f, exp, KMS_ROLE_B, d1.eas.nonce, 1, d1.a, d1.b);
+	efx_nonce_plant(f, exp, KMS_ROLE_AS, d2.eas.nonce, 1, d2.a, d2.b);
+	efx_restart(f, 0);
+	assert_int_equal(efx_run1(f, &d2.req, &d2.rep), KMS_ST_REPLAY);
+	assert_int_equal(efx_run1(f, &d1.req, &d1.rep), KMS_ST_OK);
+
+	/* 200 live nonces of a pair of worker 1 (of 2), 40 of worker 0's;
+	 * a window of 32 nonces has 64 slots. */
+	for (unsigned i = 0; i < 2; i++)
+		efx_pair_of_worker(f, 2, i, &a[i], &b[i]);
+	efx_nonce_plant(f, exp, KMS_ROLE_AS, NULL, 200, a[1], b[1]);
+	efx_nonce_plant(f, exp, KMS_ROLE_B, NULL, 40, a[0], b[0]);
+	efx_stop(f);
+	assert_int_equal(efx_worker_try(f, 2, 32, 0), KMS_OK);
+	assert_int_equal(efx_worker_try(f, 2, 32, 1), KMS_ERR_BUSY);
+	/* One worker owns every pair, so it must hold all of them. */
+	assert_int_equal(efx_worker_try(f, 1, 32, 0), KMS_ERR_BUSY);
+	assert_int_equal(efx_worker_try(f, 1, 256, 0), KMS_OK);
+	/* Once they expired, the small window starts. */
+	f->now = exp + 1;
+	assert_int_equal(efx_worker_try(f, 1, 32, 0), KMS_OK);
+	efx_start(f, &pol, 1);
 }
 
 /* --------------------------------------------- 6. timestamps (P4) */
@@ -761,7 +1017,7 @@ static void store_full(void **state)
 	if (st == KMS_ST_OK)
 		assert_memory_equal(r.k, d[0].k, KMS_KEY_LEN);
 	/* Given room, every deposit answered OK is there with its K. */
-	efx_restart(f, 4 * TINY_MAP);
+	efx_restart(f, 4 * EFX_TINY_MAP);
 	for (unsigned i = 0; i < ok; i++) {
 		assert_int_equal(efx_retrieve(f, &r, &d[i], d[i].b), KMS_ST_OK);
 		assert_memory_equal(r.k, d[i].k, KMS_KEY_LEN);
@@ -770,22 +1026,6 @@ static void store_full(void **state)
 }
 
 /* --------------------------------------- 11. malformed datagrams */
-
-/* Run @p d; it must be dropped (and counted) or refused with an ERROR. */
-static void expect_refused(struct efx *f, const struct efx_dgram *d,
-			   unsigned *sent, unsigned *drops)
-{
-	struct efx_reply rep;
-
-	efx_run(f, 0, d, &rep, 1);
-	(*sent)++;
-	if (rep.len == 0) {
-		(*drops)++;
-		return;
-	}
-	assert_int_equal(rep.r.hdr.type, KMS_T_ERROR);
-	assert_int_not_equal(rep.status, KMS_ST_OK);
-}
 
 static void malformed(void **state)
 {
@@ -801,24 +1041,24 @@ static void malformed(void **state)
 	for (uint16_t len = 0; len < d.req.len; len++) {
 		m = d.req;
 		m.len = len;
-		expect_refused(f, &m, &sent, &drops);
+		efx_expect_refused(f, &m, &sent, &drops);
 		if (len < KMS_HDR_LEN)
 			continue;
 		efx_fix_body_len(&m);	/* a consistent header, a short body */
-		expect_refused(f, &m, &sent, &drops);
+		efx_expect_refused(f, &m, &sent, &drops);
 	}
 	for (uint16_t junk = 1; junk <= 32; junk++) {
 		m = d.req;
 		memset(m.b + m.len, 0xa5, junk);
 		m.len += junk;
-		expect_refused(f, &m, &sent, &drops);
+		efx_expect_refused(f, &m, &sent, &drops);
 		efx_fix_body_len(&m);
-		expect_refused(f, &m, &sent, &drops);
+		efx_expect_refused(f, &m, &sent, &drops);
 	}
 	/* Header fields: magic and reply types (drops), version, type. */
 	m = d.req;
 	m.b[0] = 'X';
-	expect_refused(f, &m, &sent, &drops);
+	efx_expect_refused(f, &m, &sent, &drops);
 	for (unsigned i = 0; i < 3; i++) {
 		static const uint8_t reply_types[3] = {
 			KMS_T_DEPOSIT_RESP, KMS_T_RETRIEVE_RESP, KMS_T_ERROR
@@ -885,39 +1125,10 @@ static void reply_buffer_too_small(void **state)
 
 /* ------------------------------------------------- 12. audit (P7) */
 
-struct audit_scan {
-	const uint8_t *k;
-	unsigned n, key_new, key_retrieve, with_k;
-	struct kms_audit new_rec, ret_rec;
-};
-
-static int audit_cb(const struct kms_audit *a, void *arg)
-{
-	struct audit_scan *s = arg;
-
-	s->n++;
-	s->with_k += efx_contains(a, sizeof(*a), s->k, KMS_KEY_LEN);
-	if (a->event == KMS_AUD_KEY_NEW) {
-		s->key_new++;
-		s->new_rec = *a;
-	} else if (a->event == KMS_AUD_KEY_RETRIEVE) {
-		s->key_retrieve++;
-		s->ret_rec = *a;
-	}
-	return 0;
-}
-
-static void assert_id(const char *got, uint8_t len, const struct efx_party *p)
-{
-	assert_int_equal(len, p->id.len);
-	assert_memory_equal(got, p->name, len);
-}
-
 static void audit_trail(void **state)
 {
 	struct efx *f = *state;
-	struct audit_scan s;
-	struct kms_ks_txn *txn = NULL;
+	struct efx_audit_scan s;
 	struct efx_dep d;
 	struct efx_ret r;
 	uint64_t t_dep = f->now, t_ret = f->now + 7000;
@@ -927,26 +1138,22 @@ static void audit_trail(void **state)
 	f->now = t_ret;
 	assert_int_equal(efx_retrieve(f, &r, &d, PT(P_B)), KMS_ST_OK);
 
-	memset(&s, 0, sizeof(s));
-	s.k = d.k;
-	assert_int_equal(kms_ks_txn_begin(f->ks, 1, &txn), KMS_OK);
-	assert_int_equal(kms_ks_audit_foreach(txn, audit_cb, &s), KMS_OK);
-	kms_ks_txn_abort(txn);
+	efx_audit_scan(f, d.k, &s);
 	assert_int_equal(s.n, 2);
 	assert_int_equal(s.key_new, 1);
 	assert_int_equal(s.key_retrieve, 1);
 	assert_int_equal(s.with_k, 0);
 
-	assert_id(s.new_rec.actor, s.new_rec.actor_len, PT(P_AS));
-	assert_id(s.new_rec.id_a, s.new_rec.id_a_len, PT(P_A));
-	assert_id(s.new_rec.id_b, s.new_rec.id_b_len, PT(P_B));
+	efx_assert_id(s.new_rec.actor, s.new_rec.actor_len, PT(P_AS));
+	efx_assert_id(s.new_rec.id_a, s.new_rec.id_a_len, PT(P_A));
+	efx_assert_id(s.new_rec.id_b, s.new_rec.id_b_len, PT(P_B));
 	assert_memory_equal(s.new_rec.key_id, d.key_id, KMS_KEY_ID_LEN);
 	assert_int_equal(s.new_rec.k_gen, 1);
 	assert_int_equal(s.new_rec.time_ms, t_dep);
 
-	assert_id(s.ret_rec.actor, s.ret_rec.actor_len, PT(P_B));
-	assert_id(s.ret_rec.id_a, s.ret_rec.id_a_len, PT(P_A));
-	assert_id(s.ret_rec.id_b, s.ret_rec.id_b_len, PT(P_B));
+	efx_assert_id(s.ret_rec.actor, s.ret_rec.actor_len, PT(P_B));
+	efx_assert_id(s.ret_rec.id_a, s.ret_rec.id_a_len, PT(P_A));
+	efx_assert_id(s.ret_rec.id_b, s.ret_rec.id_b_len, PT(P_B));
 	assert_memory_equal(s.ret_rec.key_id, d.key_id, KMS_KEY_ID_LEN);
 	assert_int_equal(s.ret_rec.time_ms, t_ret);
 
@@ -955,28 +1162,21 @@ static void audit_trail(void **state)
 	assert_int_equal(efx_counts(f).audit, 2);
 }
 
-static int count_reuse(const struct kms_audit *a, void *arg)
-{
-	*(unsigned *)arg += a->event == KMS_AUD_KEY_REUSE;
-	return 0;
-}
-
 static void audit_reuse(void **state)
 {
 	struct efx *f = *state;
 	struct kms_policy pol = efx_reuse_policy(5, 0);
-	struct kms_ks_txn *txn = NULL;
+	struct efx_audit_scan s;
 	struct efx_dep d;
-	unsigned reuse = 0;
 
 	efx_reconfigure(f, &pol, 1);
 	for (unsigned i = 0; i < 3; i++)
 		assert_int_equal(efx_deposit(f, &d, PT(P_A), PT(P_B), PT(P_AS)),
 				 KMS_ST_OK);
-	assert_int_equal(kms_ks_txn_begin(f->ks, 1, &txn), KMS_OK);
-	assert_int_equal(kms_ks_audit_foreach(txn, count_reuse, &reuse), KMS_OK);
-	kms_ks_txn_abort(txn);
-	assert_int_equal(reuse, 2);
+	efx_audit_scan(f, d.k, &s);
+	assert_int_equal(s.key_reuse, 2);
+	assert_int_equal(s.key_new, 1);
+	assert_int_equal(s.with_k, 0);
 	assert_int_equal(efx_counts(f).audit, 3);
 }
 
@@ -987,13 +1187,12 @@ static void audit_reuse(void **state)
 static void mixed_batch(void **state)
 {
 	struct efx *f = *state;
-	const struct efx_party *a = PT(P_A), *b = PT(P_B), *as = PT(P_AS);
+	const struct efx_party *as = PT(P_AS);
 	struct efx_dep *d = calloc(BATCH, sizeof(*d));
 	struct efx_dgram *req = calloc(BATCH, sizeof(*req));
 	struct efx_reply *rep = calloc(BATCH, sizeof(*rep));
 	struct efx_ret *r = calloc(BATCH, sizeof(*r));
 	uint16_t want[BATCH];
-	struct efx_tok t;
 	unsigned nvalid = 0, bad = 0, replies = 0, n;
 	struct kms_stats st;
 
@@ -1010,50 +1209,8 @@ static void mixed_batch(void **state)
 			req[i] = d[i].req;
 			continue;
 		}
-		/* Every fourth is bad: an honest A->B deposit, then broken. */
-		efx_dep_build(f, &d[i], a, b, as);
-		switch (bad++) {
-		case 0: /* Eas under Kb */
-			efx_tok(&t, KMS_ROLE_AS, &as->id, b->key, 1, f->now,
-				&a->id, &b->id);
-			efx_deposit_req(f, &d[i].req, &a->id, &b->id, &as->id,
-					&d[i].ea, &t);
-			want[i] = KMS_ST_AUTH_FAILED;
-			break;
-		case 1: /* a copy of an earlier valid one */
-			d[i].req = d[1].req;
-			want[i] = KMS_ST_REPLAY;
-			break;
-		case 2:
-			efx_dep_build(f, &d[i], a, b, PT(P_AS2));
-			want[i] = KMS_ST_PARTY_REVOKED;
-			break;
-		case 3: /* plain ID-B is not the one in the tokens */
-			efx_deposit_req(f, &d[i].req, &a->id, &PT(P_C)->id,
-					&as->id, &d[i].ea, &d[i].eas);
-			want[i] = KMS_ST_ID_MISMATCH;
-			break;
-		case 4:
-			efx_tok(&t, KMS_ROLE_A, &a->id, a->key, 1,
-				f->now - 2 * EFX_SKEW, &a->id, &b->id);
-			efx_deposit_req(f, &d[i].req, &a->id, &b->id, &as->id,
-					&t, &d[i].eas);
-			want[i] = KMS_ST_STALE;
-			break;
-		case 5: /* the header says more: dropped */
-			d[i].req.len -= 5;
-			want[i] = KMS_ST__COUNT;
-			break;
-		case 6:
-			d[i].req.b[2] = 7;
-			want[i] = KMS_ST_BAD_VERSION;
-			break;
-		default:
-			d[i].req.len -= 5;
-			efx_fix_body_len(&d[i].req);
-			want[i] = KMS_ST_MALFORMED;
-			break;
-		}
+		/* Every fourth is bad, each in its own way. */
+		want[i] = efx_dep_broken(f, &d[i], bad++, &d[1].req);
 		req[i] = d[i].req;
 	}
 	assert_int_equal(want[31], KMS_ST_MALFORMED);
@@ -1101,6 +1258,71 @@ static void mixed_batch(void **state)
 	free(r);
 }
 
+/*
+ * kms_worker_process takes any number of requests and cuts them into
+ * batches of batch_max, one commit each; a later batch starts from what
+ * the earlier ones committed.
+ */
+static void batch_chunks(struct efx *f, unsigned bmax)
+{
+	struct kms_policy pol = efx_policy();
+	const unsigned n = 3 * bmax + 1;
+	struct efx_dep *d = calloc(n, sizeof(*d));
+	struct efx_dgram *req = calloc(n, sizeof(*req));
+	struct efx_reply *rep = calloc(n, sizeof(*rep));
+	struct kms_ks_counts c;
+	struct kms_stats st;
+	struct efx_ret r;
+
+	assert_true(d && req && rep);
+	f->batch_max = bmax;
+	efx_reconfigure(f, &pol, 1);
+	efx_dep_build_pairs(f, d, req, n, PT(P_AS));
+	assert_int_equal(efx_run(f, 0, req, rep, n), n);
+	for (unsigned i = 0; i < n; i++) {
+		assert_int_equal(rep[i].status, KMS_ST_OK);
+		d[i].rep = rep[i];
+		efx_dep_finish(&d[i]);
+		/* The pair's i / NPAIRS-th new K (no re-use). */
+		assert_int_equal(d[i].k_gen, i / EFX_NPAIRS + 1);
+		for (unsigned j = 0; j < i; j++)
+			assert_memory_not_equal(d[i].key_id, d[j].key_id,
+						KMS_KEY_ID_LEN);
+	}
+	efx_stats(f, &st);
+	assert_int_equal(st.requests, n);
+	assert_int_equal(st.batches, 4);
+	assert_int_equal(st.commits, 4);
+	assert_int_equal(st.committed_requests, n);
+	assert_int_equal(st.keys_new, n);
+	c = efx_counts(f);
+	assert_int_equal(c.deposits, n);
+	assert_int_equal(c.nonces, n);
+	/* Around the cuts: the last of one batch, the first of the next. */
+	for (unsigned s = 0; s <= 3; s++) {
+		unsigned i = s ? s * bmax - 1 : 0;
+
+		assert_int_equal(efx_retrieve(f, &r, &d[i], d[i].b), KMS_ST_OK);
+		assert_memory_equal(r.k, d[i].k, KMS_KEY_LEN);
+		assert_int_equal(efx_retrieve(f, &r, &d[i + 1], d[i + 1].b),
+				 KMS_ST_OK);
+		assert_memory_equal(r.k, d[i + 1].k, KMS_KEY_LEN);
+	}
+	free(d);
+	free(req);
+	free(rep);
+}
+
+static void batch_chunks_small(void **state)
+{
+	batch_chunks(*state, 5);
+}
+
+static void batch_chunks_max(void **state)
+{
+	batch_chunks(*state, 256);
+}
+
 /* ------------------------------------ worker ownership (2 workers) */
 
 static void two_workers_ownership(void **state)
@@ -1121,10 +1343,10 @@ static void two_workers_ownership(void **state)
 
 		efx_user_pair(f, n, &a, &b);
 		efx_dep_build(f, &d, a, b, PT(P_AS));
-		wi = kms_engine_worker_for(f->eng, d.req.b, d.req.len);
+		wi = kms_engine_worker_for(f->eng, f->hasher, d.req.b, d.req.len);
 		kms_pair_hash(&a->id, &b->id, h);
 		assert_int_equal(wi, kms_pair_worker(h, 2));
-		assert_int_equal(wi, kms_engine_worker_for(f->eng, d.req.b,
+		assert_int_equal(wi, kms_engine_worker_for(f->eng, f->hasher, d.req.b,
 							    d.req.len));
 		per[wi]++;
 		/* The owner admits it and sees the replay of it. */
@@ -1136,7 +1358,7 @@ static void two_workers_ownership(void **state)
 		sent[wi]++;
 		/* The RETRIEVE of the same pair lands on the same worker. */
 		efx_ret_build(f, &r, &d, b);
-		assert_int_equal(kms_engine_worker_for(f->eng, r.req.b, r.req.len),
+		assert_int_equal(kms_engine_worker_for(f->eng, f->hasher, r.req.b, r.req.len),
 				 wi);
 		efx_run(f, wi, &r.req, &r.rep, 1);
 		sent[wi]++;
@@ -1155,12 +1377,12 @@ static void two_workers_ownership(void **state)
 				 per[i]);
 	}
 	/* A datagram without findable IDs goes to worker 0. */
-	assert_int_equal(kms_engine_worker_for(f->eng, d.req.b, 5), 0);
+	assert_int_equal(kms_engine_worker_for(f->eng, f->hasher, d.req.b, 5), 0);
 }
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, efx_cm_setup, efx_cm_teardown)
 	const struct CMUnitTest tests[] = {
 		T(happy_path),
 		T(engine_config_refused),
@@ -1168,12 +1390,18 @@ int main(void)
 		T(nothing_in_clear_at_rest),
 		T(deposit_refused),
 		T(deposit_old_generation),
+		T(deposit_recipient_checked),
 		T(retrieve_refused_identity),
 		T(retrieve_refused_state),
 		T(retrieve_max_retrievals),
+		T(retrieve_after_rotation),
 		T(replay_single_datagrams),
 		T(replay_ea_retry),
 		T(replay_within_batch),
+		T(replay_after_restart),
+		T(replay_nonces_purged),
+		T(replay_after_restart_two_workers),
+		T(replay_reload_from_store),
 		T(timestamps),
 		T(responses_bound_to_request),
 		T(reuse_max_deposits),
@@ -1181,12 +1409,15 @@ int main(void)
 		T(reuse_max_age),
 		T(reuse_within_batch),
 		T(durable_before_answer),
-		cmocka_unit_test_setup_teardown(store_full, setup_tiny, teardown),
+		cmocka_unit_test_setup_teardown(store_full, efx_cm_setup_tiny,
+						efx_cm_teardown),
 		T(malformed),
 		T(reply_buffer_too_small),
 		T(audit_trail),
 		T(audit_reuse),
 		T(mixed_batch),
+		T(batch_chunks_small),
+		T(batch_chunks_max),
 		T(two_workers_ownership),
 	};
 #undef T

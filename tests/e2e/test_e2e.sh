@@ -94,11 +94,24 @@ printf 'not a kms datagram' > /dev/udp/127.0.0.1/"${SERVER##*:}"
 head -c 1472 /dev/urandom > /dev/udp/127.0.0.1/"${SERVER##*:}"
 $CLIENT token --key "$W/a.key" --peer $C --out "$W/ea5.tok"
 $CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/ea5.tok" \
-  --params-out "$W/p5.txt" --reply-out "$W/r5.txt" >/dev/null \
+  --params-out "$W/p5.txt" --reply-out "$W/r5.txt" --save-request "$W/deposit5.req" >/dev/null \
+  && $CLIENT retrieve --server "$SERVER" --key "$W/c.key" --params "$W/p5.txt" \
+  --out "$W/kc5.txt" --save-request "$W/retrieve5.req" >/dev/null \
   && pass "still serving after garbage" || fail "kmsd stopped answering"
 
 # 10. SIGTERM: clean exit with the counters printed.
 if stop_kmsd; then pass "SIGTERM: exit 0"; else fail "kmsd exit status on SIGTERM"; fi
 grep -q "drops_not_kms=2" "$W/kmsd.log" && pass "garbage counted as drops" || fail "drop count: $(grep stats "$W/kmsd.log")"
 grep -q "deposit REPLAY=1" "$W/kmsd.log" && pass "replay counted" || fail "replay count"
+
+# 11. Replay protection survives a restart (and a SIGKILL): the single-use
+#     nonces were committed with their requests and are reloaded.
+start_kmsd
+kill9_kmsd
+start_kmsd
+out=$($CLIENT send --server "$SERVER" --in "$W/deposit5.req" 2>&1 || true)
+echo "$out" | grep -q "status=REPLAY" && pass "DEPOSIT replay refused after restart" || fail "after restart: $out"
+out=$($CLIENT send --server "$SERVER" --in "$W/retrieve5.req" 2>&1 || true)
+echo "$out" | grep -q "status=REPLAY" && pass "RETRIEVE replay refused after restart" || fail "after restart: $out"
+stop_kmsd || fail "second kmsd exit"
 finish

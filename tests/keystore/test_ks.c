@@ -546,6 +546,7 @@ static void test_rdonly_put(void **state)
 	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 1), KMS_ERR_INVAL);
 	assert_int_equal(kms_ks_audit_append(t, &a), KMS_ERR_INVAL);
 	assert_int_equal(kms_ks_meta_put(t, "x", "y"), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_nonce_put(t, 100, 3, kid, hash), KMS_ERR_INVAL);
 	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
 	kms_ks_close(ks);
 }
@@ -640,14 +641,17 @@ static void test_abort_leaves_nothing(void **state)
 	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 0), KMS_OK);
 	assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
 	assert_int_equal(kms_ks_meta_put(t, "kek_label", "k"), KMS_OK);
+	assert_int_equal(kms_ks_nonce_put(t, 100, 3, kid, hash), KMS_OK);
 	kms_ks_txn_abort(t);
 
 	c = counts(ks);
-	assert_int_equal(c.parties + c.pairs + c.deposits + c.audit, 0);
+	assert_int_equal(c.parties + c.pairs + c.deposits + c.audit + c.nonces,
+			 0);
 	kms_ks_close(ks);
 	ks = open_ks(f, 0, 0);
 	c = counts(ks);
-	assert_int_equal(c.parties + c.pairs + c.deposits + c.audit, 0);
+	assert_int_equal(c.parties + c.pairs + c.deposits + c.audit + c.nonces,
+			 0);
 	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
 	assert_int_equal(kms_ks_party_get(t, &id, &p), KMS_ERR_NOTFOUND);
 	assert_int_equal(kms_ks_meta_get(t, "kek_label", buf, sizeof(buf)),
@@ -1108,7 +1112,8 @@ static void test_counts(void **state)
 	uint32_t i;
 
 	c = counts(ks);
-	assert_int_equal(c.parties + c.pairs + c.deposits + c.audit, 0);
+	assert_int_equal(c.parties + c.pairs + c.deposits + c.audit + c.nonces,
+			 0);
 	mk_party(&p, 1);
 	mk_pair(&pr);
 	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
@@ -1129,6 +1134,13 @@ static void test_counts(void **state)
 		mk_audit(&a, KMS_AUD_KEY_REUSE, 500, i);
 		assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
 	}
+	for (i = 0; i < 13; i++) {
+		uint8_t nonce[KMS_NONCE_LEN];
+
+		fill_bytes(nonce, sizeof(nonce), (uint8_t)i);
+		assert_int_equal(kms_ks_nonce_put(t, 1000 + i % 4, 3, nonce,
+						  hash), KMS_OK);
+	}
 	/* Overwrites do not add entries. */
 	assert_int_equal(kms_ks_pair_put(t, hash, &pr), KMS_OK);
 	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
@@ -1137,7 +1149,290 @@ static void test_counts(void **state)
 	assert_int_equal(c.pairs, 5);
 	assert_int_equal(c.deposits, 7);
 	assert_int_equal(c.audit, 11);
+	assert_int_equal(c.nonces, 13);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_purge(t, 1002, 100), 7);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	c = counts(ks);
+	assert_int_equal(c.nonces, 6);
+	assert_int_equal(c.parties + c.pairs + c.deposits + c.audit, 26);
 	assert_int_equal(kms_ks_counts(ks, NULL), KMS_ERR_INVAL);
+	kms_ks_close(ks);
+}
+
+/* ---- read transactions kept across batches: reset / renew ---- */
+
+static void test_txn_reset_renew(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *r, *w;
+	char goodbuf[KMS_ID_MAX], badbuf[KMS_ID_MAX];
+	struct kms_id good = mk_id(goodbuf, 'g', 4), bad = mk_id(badbuf, 'b', 4);
+	uint8_t kid1[KMS_KEY_ID_LEN], kid2[KMS_KEY_ID_LEN];
+	static const uint8_t garbage[] = "not a party";
+	struct kms_deposit d, got;
+	struct kms_party p;
+
+	key_id(kid1, 1);
+	key_id(kid2, 2);
+	mk_deposit(&d, 1);
+	mk_party(&p, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &w), KMS_OK);
+	assert_int_equal(kms_ks_deposit_put(w, kid1, &d, 0), KMS_OK);
+	assert_int_equal(kms_ks_party_put(w, &good, &p), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(w), KMS_OK);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &r), KMS_OK);
+	assert_int_equal(kms_ks_deposit_get(r, kid1, &got), KMS_OK);
+	assert_int_equal(kms_ks_deposit_get(r, kid2, &got), KMS_ERR_NOTFOUND);
+	assert_int_equal(kms_ks_txn_reset(r), KMS_OK);
+
+	/* Committed while the reader is reset: the renewed one sees it. */
+	mk_deposit(&d, 2);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &w), KMS_OK);
+	assert_int_equal(kms_ks_deposit_put(w, kid2, &d, 0), KMS_OK);
+	/* reset / renew are for read transactions only; the writer goes on. */
+	assert_int_equal(kms_ks_txn_reset(w), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_txn_renew(w), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_txn_error(w), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(w), KMS_OK);
+	assert_int_equal(kms_ks_txn_renew(r), KMS_OK);
+	assert_int_equal(kms_ks_deposit_get(r, kid2, &got), KMS_OK);
+	assert_deposit_eq(&d, &got);
+	assert_int_equal(kms_ks_deposit_get(r, kid1, &got), KMS_OK);
+
+	/* A renewed snapshot is a snapshot: a later commit is not seen. */
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &w), KMS_OK);
+	assert_int_equal(kms_ks_deposit_put(w, kid2, &d, 1), KMS_OK);
+	key_id(kid2, 3);
+	assert_int_equal(kms_ks_deposit_put(w, kid2, &d, 0), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(w), KMS_OK);
+	assert_int_equal(kms_ks_deposit_get(r, kid2, &got), KMS_ERR_NOTFOUND);
+	assert_int_equal(kms_ks_txn_reset(r), KMS_OK);
+	assert_int_equal(kms_ks_txn_renew(r), KMS_OK);
+	assert_int_equal(kms_ks_deposit_get(r, kid2, &got), KMS_OK);
+	assert_int_equal(kms_ks_txn_reset(r), KMS_OK);
+	kms_ks_txn_abort(r);	/* aborting a reset reader is allowed */
+
+	/* Renew clears a sticky error. */
+	kms_ks_close(ks);
+	raw_put(f, "parties", bad.p, bad.len, garbage, sizeof(garbage));
+	ks = open_ks(f, 0, 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &r), KMS_OK);
+	assert_int_equal(kms_ks_party_get(r, &bad, &p), KMS_ERR_CORRUPT);
+	assert_int_equal(kms_ks_party_get(r, &good, &p), KMS_ERR_CORRUPT);
+	assert_int_equal(kms_ks_txn_reset(r), KMS_OK);
+	assert_int_equal(kms_ks_txn_renew(r), KMS_OK);
+	assert_int_equal(kms_ks_txn_error(r), KMS_OK);
+	assert_int_equal(kms_ks_party_get(r, &good, &p), KMS_OK);
+	kms_ks_txn_abort(r);
+
+	assert_int_equal(kms_ks_txn_reset(NULL), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_txn_renew(NULL), KMS_ERR_INVAL);
+	kms_ks_close(ks);
+}
+
+/* ---- single-use nonces ---- */
+
+#define NONCES_MAX 16
+
+struct nonce_rec {
+	uint64_t exp;
+	uint8_t role;
+	uint8_t nonce[KMS_NONCE_LEN];
+	uint8_t prefix[8];
+};
+
+struct nonce_list {
+	unsigned n, stop_after;
+	struct nonce_rec r[NONCES_MAX];
+};
+
+static int nonce_collect(uint64_t expire_ms, uint8_t role,
+			 const uint8_t *nonce, const uint8_t *pair_prefix,
+			 void *arg)
+{
+	struct nonce_list *l = arg;
+
+	assert_true(l->n < NONCES_MAX);
+	l->r[l->n].exp = expire_ms;
+	l->r[l->n].role = role;
+	memcpy(l->r[l->n].nonce, nonce, KMS_NONCE_LEN);
+	memcpy(l->r[l->n].prefix, pair_prefix, 8);
+	l->n++;
+	return l->stop_after && l->n == l->stop_after ? 42 : 0;
+}
+
+static void mk_nonce(struct nonce_rec *r, uint64_t exp, uint8_t role,
+		     uint8_t seed)
+{
+	r->exp = exp;
+	r->role = role;
+	fill_bytes(r->nonce, KMS_NONCE_LEN, seed);
+	fill_bytes(r->prefix, 8, (uint8_t)(seed + 100));
+}
+
+static struct nonce_list nonces_from(struct kms_ks *ks, uint64_t from)
+{
+	struct nonce_list l;
+	struct kms_ks_txn *t;
+
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_foreach(t, from, nonce_collect, &l),
+			 KMS_OK);
+	kms_ks_txn_abort(t);
+	return l;
+}
+
+static void assert_nonce_eq(const struct nonce_rec *x,
+			    const struct nonce_rec *y)
+{
+	assert_int_equal(x->exp, y->exp);
+	assert_int_equal(x->role, y->role);
+	assert_memory_equal(x->nonce, y->nonce, KMS_NONCE_LEN);
+	assert_memory_equal(x->prefix, y->prefix, 8);
+}
+
+static void test_nonce_put_foreach(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	/* Written out of order; expiries differ in high and low bytes, and
+	 * two share an expiry (then role, then nonce order them). */
+	struct nonce_rec in[6];
+	static const unsigned order[6] = { 4, 1, 3, 2, 0, 5 };
+	struct nonce_list l;
+
+	mk_nonce(&in[0], 0x0100000000000500ULL, 4, 1);
+	mk_nonce(&in[1], 0x00000000000001ffULL, 3, 2);
+	mk_nonce(&in[2], 0x0000000100000000ULL, 4, 3);
+	mk_nonce(&in[3], 0x0000000100000000ULL, 3, 4);
+	mk_nonce(&in[4], 0x0000000000000200ULL - 0x101, 4, 5);
+	mk_nonce(&in[5], UINT64_MAX, 3, 6);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	for (unsigned i = 0; i < 6; i++)
+		assert_int_equal(kms_ks_nonce_put(t, in[i].exp, in[i].role,
+						  in[i].nonce, in[i].prefix),
+				 KMS_OK);
+	/* The same (expiry, role, nonce) again is the same entry. */
+	assert_int_equal(kms_ks_nonce_put(t, in[2].exp, in[2].role, in[2].nonce,
+					  in[2].prefix), KMS_OK);
+	assert_int_equal(kms_ks_nonce_put(t, 1, 3, NULL, in[0].prefix),
+			 KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_nonce_put(t, 1, 3, in[0].nonce, NULL),
+			 KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_nonce_put(NULL, 1, 3, in[0].nonce,
+					  in[0].prefix), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_nonce_foreach(t, 0, NULL, NULL), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(counts(ks).nonces, 6);
+	kms_ks_close(ks);
+	ks = open_ks(f, 0, 0);	/* durable */
+
+	/* From 0: all of them, by expiry. */
+	l = nonces_from(ks, 0);
+	assert_int_equal(l.n, 6);
+	for (unsigned i = 0; i < 6; i++)
+		assert_nonce_eq(&l.r[i], &in[order[i]]);
+	/* From a time: the earlier ones are skipped, an equal one is not. */
+	l = nonces_from(ks, 0x1ff);
+	assert_int_equal(l.n, 5);
+	assert_nonce_eq(&l.r[0], &in[1]);
+	l = nonces_from(ks, 0x200);
+	assert_int_equal(l.n, 4);
+	assert_nonce_eq(&l.r[0], &in[3]);
+	assert_nonce_eq(&l.r[1], &in[2]);
+	l = nonces_from(ks, 0x0000000100000001ULL);
+	assert_int_equal(l.n, 2);
+	assert_nonce_eq(&l.r[0], &in[0]);
+	l = nonces_from(ks, UINT64_MAX);
+	assert_int_equal(l.n, 1);
+	assert_nonce_eq(&l.r[0], &in[5]);
+
+	/* A non-zero return stops the walk and is returned. */
+	memset(&l, 0, sizeof(l));
+	l.stop_after = 2;
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_foreach(t, 0, nonce_collect, &l), 42);
+	assert_int_equal(l.n, 2);
+	/* Read-only: no puts, no purges. */
+	assert_int_equal(kms_ks_nonce_put(t, 1, 3, in[0].nonce, in[0].prefix),
+			 KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_nonce_purge(t, UINT64_MAX, 100), KMS_ERR_INVAL);
+	kms_ks_txn_abort(t);
+	assert_int_equal(counts(ks).nonces, 6);
+
+	/* An entry that is not a nonce key is corruption, not skipped. */
+	kms_ks_close(ks);
+	raw_put(f, "nonces", "short", 5, "12345678", 8);
+	ks = open_ks(f, 0, 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(kms_ks_nonce_foreach(t, 0, nonce_collect, &l),
+			 KMS_ERR_CORRUPT);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
+static void put_nonces(struct kms_ks *ks, uint64_t first, unsigned n)
+{
+	struct kms_ks_txn *t;
+	struct nonce_rec r;
+
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	for (unsigned i = 0; i < n; i++) {
+		mk_nonce(&r, first + i, 3, (uint8_t)i);
+		assert_int_equal(kms_ks_nonce_put(t, r.exp, r.role, r.nonce,
+						  r.prefix), KMS_OK);
+	}
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+}
+
+static void test_nonce_purge(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	struct nonce_list l;
+
+	put_nonces(ks, 100, 10);	/* expiring at 100..109 */
+	assert_int_equal(counts(ks).nonces, 10);
+
+	/* Aborted purges delete nothing. */
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_purge(t, 1000, 1000), 10);
+	kms_ks_txn_abort(t);
+	assert_int_equal(counts(ks).nonces, 10);
+
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_purge(t, 105, 0), 0);
+	assert_int_equal(kms_ks_nonce_purge(t, 100, 100), 0); /* 100 is live */
+	assert_int_equal(kms_ks_nonce_purge(t, 105, 3), 3);   /* at most max */
+	assert_int_equal(kms_ks_nonce_purge(t, 105, 100), 2); /* only expired */
+	assert_int_equal(kms_ks_nonce_purge(t, 105, 100), 0);
+	assert_int_equal(kms_ks_nonce_purge(NULL, 105, 100), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(counts(ks).nonces, 5);
+	l = nonces_from(ks, 0);
+	assert_int_equal(l.n, 5);
+	for (unsigned i = 0; i < 5; i++)
+		assert_int_equal(l.r[i].exp, 105 + i);
+
+	/* Purge and put in one transaction; an empty table purges to 0. */
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_purge(t, 108, 10), 3);
+	assert_int_equal(kms_ks_nonce_put(t, 50, 3, l.r[0].nonce,
+					  l.r[0].prefix), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(counts(ks).nonces, 3);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_purge(t, UINT64_MAX, 100), 3);
+	assert_int_equal(kms_ks_nonce_purge(t, UINT64_MAX, 100), 0);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(counts(ks).nonces, 0);
 	kms_ks_close(ks);
 }
 
@@ -1212,6 +1507,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_audit_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_party_foreach, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_txn_reset_renew, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_nonce_put_foreach, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_nonce_purge, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	};
 
