@@ -134,7 +134,12 @@ static int vm_flags_of(const void *p, char *flags, size_t cap)
 			continue;
 		}
 		if (inside && strncmp(line, "VmFlags:", 8) == 0) {
-			snprintf(flags, cap, "%s", line + 8);
+			size_t n = strlen(line + 8);
+
+			if (n >= cap)
+				n = cap - 1;
+			memcpy(flags, line + 8, n);
+			flags[n] = '\0';
 			ret = 0;
 			break;
 		}
