@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
 #include <stdio.h>
@@ -21,6 +22,10 @@ void kms_config_defaults(struct kms_config *cfg)
 	cfg->port = 7430;
 	cfg->workers = 2;
 	cfg->batch = 32;
+	cfg->dpdk_port_id = 0;
+	snprintf(cfg->dpdk_layout, sizeof(cfg->dpdk_layout), "rx");
+	cfg->dpdk_mbufs = 8191;
+	cfg->dpdk_ring_size = 1024;
 	cfg->max_skew_s = 30;
 	cfg->replay_capacity = 1u << 18;
 	cfg->cache_keys = 4096;
@@ -57,6 +62,12 @@ static const struct field fields[] = {
 	NUM("net", "port", K_U16, port, 0, 65535),
 	NUM("net", "workers", K_U32, workers, 1, 64),
 	NUM("net", "batch", K_U32, batch, 1, 256),
+	NUM("dpdk", "port_id", K_U16, dpdk_port_id, 0, 65535),
+	STR("dpdk", "ipv4", dpdk_ipv4),
+	STR("dpdk", "ipv6", dpdk_ipv6),
+	STR("dpdk", "layout", dpdk_layout),
+	NUM("dpdk", "mbufs", K_U32, dpdk_mbufs, 511, 1u << 24),
+	NUM("dpdk", "ring_size", K_U32, dpdk_ring_size, 16, 1u << 20),
 	NUM("security", "max_skew_s", K_U32, max_skew_s, 1, 3600),
 	NUM("security", "replay_capacity", K_U32, replay_capacity, 1024, 1u << 26),
 	NUM("cache", "keys_per_worker", K_U32, cache_keys, 16, 1u << 22),
@@ -159,9 +170,38 @@ int kms_config_load(struct kms_config *cfg, const char *path, char *errbuf,
 int kms_config_validate(const struct kms_config *cfg, char *errbuf,
 			size_t errlen)
 {
-	if (strcmp(cfg->io, "socket")) {
-		snprintf(errbuf, errlen, "net.io: '%s' is not available (only 'socket' in this build)", cfg->io);
+#ifdef KMS_HAVE_DPDK
+	if (strcmp(cfg->io, "socket") && strcmp(cfg->io, "dpdk")) {
+		snprintf(errbuf, errlen, "net.io: '%s' is not socket or dpdk", cfg->io);
 		return KMS_ERR_CONFIG;
+	}
+#else
+	if (strcmp(cfg->io, "socket")) {
+		snprintf(errbuf, errlen, "net.io: '%s' is not available (this kmsd "
+			 "was built without DPDK: only 'socket')", cfg->io);
+		return KMS_ERR_CONFIG;
+	}
+#endif
+	if (!strcmp(cfg->io, "dpdk")) {
+		struct in_addr a4;
+		struct in6_addr a6;
+
+		if (strcmp(cfg->dpdk_layout, "rx") && strcmp(cfg->dpdk_layout, "rss")) {
+			snprintf(errbuf, errlen, "dpdk.layout: '%s' is not rx or rss",
+				 cfg->dpdk_layout);
+			return KMS_ERR_CONFIG;
+		}
+		if (cfg->dpdk_ring_size & (cfg->dpdk_ring_size - 1)) {
+			snprintf(errbuf, errlen, "dpdk.ring_size: %u is not a power of two",
+				 cfg->dpdk_ring_size);
+			return KMS_ERR_CONFIG;
+		}
+		if (inet_pton(AF_INET, cfg->dpdk_ipv4, &a4) != 1 ||
+		    (cfg->dpdk_ipv6[0] && inet_pton(AF_INET6, cfg->dpdk_ipv6, &a6) != 1)) {
+			snprintf(errbuf, errlen, "dpdk.ipv4 must be an IPv4 address and "
+				 "dpdk.ipv6 empty or an IPv6 address");
+			return KMS_ERR_CONFIG;
+		}
 	}
 	if (strcmp(cfg->crypto_mode, "offload")) {
 		snprintf(errbuf, errlen, "crypto.mode: '%s' is not available (only 'offload' in this build)",

@@ -32,11 +32,18 @@ struct kms_config {
 	char store_path[KMS_CFG_STR];
 	size_t map_size_mb;
 	/* [net] */
-	char io[16];                  /**< "socket" (DPDK mode: later issue) */
+	char io[16];                  /**< "socket" or "dpdk" */
 	char listen[64];
 	uint16_t port;
 	unsigned workers;
 	unsigned batch;               /**< max requests per worker batch */
+	/* [dpdk] */
+	uint16_t dpdk_port_id;
+	char dpdk_ipv4[64];           /**< our IPv4 on the port (ARP answered) */
+	char dpdk_ipv6[64];           /**< optional; empty = no IPv6 */
+	char dpdk_layout[8];          /**< "rx" or "rss" */
+	uint32_t dpdk_mbufs;
+	uint32_t dpdk_ring_size;      /**< per worker, power of two */
 	/* [security] */
 	uint32_t max_skew_s;
 	uint32_t replay_capacity;     /**< nonces remembered per worker */

@@ -29,9 +29,19 @@ struct kms_ckey {
 	uint8_t keyed;           /* contexts carry this key */
 };
 
+#define POOL_MAX 64
+
+/* A pre-made K: made by the HSM while the worker was idle. */
+struct pooled {
+	uint8_t *key;                    /* in the pool's secmem arena */
+	uint8_t blob[KMS_HSM_BLOB_LEN];
+};
+
 struct offload {
 	struct kms_hsm_session *hsm;
-	struct kms_secmem *mem;
+	struct kms_secmem *mem, *pool_mem;
+	struct pooled pool[POOL_MAX];
+	unsigned npool;
 	struct kms_ckey *e;
 	int32_t *bucket;
 	uint32_t cap, nbucket, hand, cached;
@@ -160,7 +170,18 @@ static int key_new(void *state, uint8_t blob[KMS_HSM_BLOB_LEN],
 
 	if (idx < 0)
 		return KMS_ERR_BUSY;
-	rc = kms_hsm_new_key(o->hsm, o->e[idx].key, tmp);
+	if (o->npool) {
+		/* A key made while idle: no HSM call on the request path. */
+		struct pooled *p = &o->pool[--o->npool];
+
+		memcpy(o->e[idx].key, p->key, KMS_HSM_KEY_LEN);
+		memcpy(tmp, p->blob, sizeof(tmp));
+		explicit_bzero(p->key, KMS_HSM_KEY_LEN);
+		o->st.pool_hits++;
+		rc = KMS_OK;
+	} else {
+		rc = kms_hsm_new_key(o->hsm, o->e[idx].key, tmp);
+	}
 	if (rc) {
 		explicit_bzero(o->e[idx].key, KMS_HSM_KEY_LEN);
 		return rc;
@@ -241,12 +262,31 @@ static int seal_key(void *state, struct kms_ckey *outer, struct kms_ckey *inner,
 		    ct, tag);
 }
 
+static unsigned refill(void *state, unsigned max)
+{
+	struct offload *o = state;
+	unsigned made = 0;
+
+	while (made < max && o->npool < POOL_MAX) {
+		struct pooled *p = &o->pool[o->npool];
+
+		if (kms_hsm_new_key(o->hsm, p->key, p->blob)) {
+			explicit_bzero(p->key, KMS_HSM_KEY_LEN);
+			break; /* the request path will meet the error itself */
+		}
+		o->npool++;
+		made++;
+	}
+	return made;
+}
+
 static void destroy(void *state)
 {
 	struct offload *o = state;
 
 	if (!o)
 		return;
+	kms_secmem_destroy(o->pool_mem); /* wipes the pre-made keys */
 	for (uint32_t i = 0; o->e && i < o->cap; i++) {
 		EVP_CIPHER_CTX_free(o->e[i].enc); /* cleanses the schedule */
 		EVP_CIPHER_CTX_free(o->e[i].dec);
@@ -274,6 +314,14 @@ static int create(struct kms_hsm_session *hsm, uint32_t capacity, void **state)
 		goto err;
 	rc = kms_secmem_create(KMS_HSM_KEY_LEN, o->cap, &o->mem);
 	if (rc)
+		goto err;
+	rc = kms_secmem_create(KMS_HSM_KEY_LEN, POOL_MAX, &o->pool_mem);
+	if (rc)
+		goto err;
+	for (unsigned i = 0; i < POOL_MAX; i++)
+		o->pool[i].key = kms_secmem_alloc(o->pool_mem);
+	rc = KMS_ERR_NOMEM;
+	if (!o->pool[POOL_MAX - 1].key)
 		goto err;
 	rc = KMS_ERR_NOMEM;
 	for (uint32_t i = 0; i < o->nbucket; i++)
@@ -313,4 +361,5 @@ const struct kms_crypto_ops kms_crypto_offload_ops = {
 	.open = open_,
 	.seal_key = seal_key,
 	.stats = stats,
+	.refill = refill,
 };

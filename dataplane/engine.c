@@ -760,9 +760,21 @@ unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
 	__atomic_store_n(&w->st.cache_hits, cs.hits, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->st.cache_misses, cs.misses, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->st.cache_evictions, cs.evictions, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->st.keys_pooled, cs.pool_hits, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->st.hsm_calls, kms_hsm_session_calls(w->hsm),
 			 __ATOMIC_RELAXED);
 	return replies;
+}
+
+unsigned kms_worker_idle(struct kms_worker *w, unsigned max)
+{
+	const struct kms_crypto_ops *ops = w->e->crypto;
+	unsigned made = ops->refill ? ops->refill(w->crypto, max) : 0;
+
+	if (made)
+		__atomic_store_n(&w->st.hsm_calls, kms_hsm_session_calls(w->hsm),
+				 __ATOMIC_RELAXED);
+	return made;
 }
 
 void kms_worker_stats(const struct kms_worker *w, struct kms_stats *out)

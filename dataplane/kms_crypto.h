@@ -33,6 +33,7 @@ struct kms_ckey; /* a cached key; pinned between get and release */
 
 struct kms_crypto_stats {
 	uint64_t hits, misses, evictions, new_keys, unwrap_failures;
+	uint64_t pool_hits;     /**< new keys served from the pre-made pool */
 	uint32_t cached, capacity;
 };
 
@@ -65,6 +66,10 @@ struct kms_crypto_ops {
 			const uint8_t *ad, size_t ad_len, uint8_t ct[32],
 			uint8_t tag[16]);
 	void (*stats)(void *state, struct kms_crypto_stats *out);
+	/** Idle work: pre-generate up to @p max fresh keys for key_new so a
+	 *  DEPOSIT that needs a new K finds one without an HSM round trip.
+	 *  May be NULL. @return keys made. */
+	unsigned (*refill)(void *state, unsigned max);
 };
 
 /** The mode table for a name ("offload"), or NULL. */

@@ -77,7 +77,7 @@ struct kms_stats {
 	uint64_t drops[KMS_DROP__COUNT];
 	uint64_t keys_new, keys_reused, retrievals;
 	uint64_t commits, commit_failures, committed_requests;
-	uint64_t cache_hits, cache_misses, cache_evictions;
+	uint64_t cache_hits, cache_misses, cache_evictions, keys_pooled;
 	uint64_t hsm_calls;
 	uint64_t replay_busy;
 };
@@ -121,6 +121,13 @@ void kms_worker_destroy(struct kms_worker *w);
  */
 unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
 			    unsigned n);
+
+/**
+ * Idle work, for I/O loops to call when no request is waiting: lets the
+ * crypto mode pre-make up to @p max fresh K with the HSM, so DEPOSITs that
+ * need a new K do not wait for the HSM. @return keys made.
+ */
+unsigned kms_worker_idle(struct kms_worker *w, unsigned max);
 
 /** Snapshot of the worker's counters. Safe to call from another thread:
  *  each counter is read atomically (values may be a batch apart). */

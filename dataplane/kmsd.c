@@ -2,8 +2,13 @@
 /*
  * kmsd: the KMS daemon.
  *
- *   kmsd -c kms.conf [--io socket] [--listen ADDR] [--port N]
- *        [--workers N] [--batch N] [--store PATH] [--check-config] [-v]
+ *   kmsd [EAL args --] -c kms.conf [--io socket|dpdk] [--listen ADDR]
+ *        [--port N] [--workers N] [--batch N] [--store PATH]
+ *        [--check-config] [-v]
+ *
+ * With DPDK, the EAL arguments come first, then "--", then ours, e.g.
+ *   kmsd --no-huge -m 512 --no-pci -l 0-2 --vdev=net_memif0,role=server \
+ *        -- -c kms.conf --io dpdk
  *
  * The user PIN comes from hsm.pin_file or $KMS_PIN, never from argv.
  * SIGTERM / SIGINT: stop reading, answer what is queued, print the
@@ -24,19 +29,27 @@
 #include "kms_log.h"
 #include "kms_secmem.h"
 #include "kms_sockio.h"
+#ifdef KMS_HAVE_DPDK
+#include <arpa/inet.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include "kms_dpdk.h"
+#endif
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kmsd -c CONFIG [options]\n"
+		"usage: kmsd [EAL args --] -c CONFIG [options]\n"
 		"  -c, --config FILE     INI configuration (see kms.conf.example)\n"
-		"      --io MODE         socket (kernel UDP)\n"
+		"      --io MODE         socket (kernel UDP) or dpdk (EAL args first)\n"
 		"      --listen ADDR     address to bind (net.listen)\n"
 		"      --port N          UDP port (net.port)\n"
 		"      --workers N       worker threads (net.workers)\n"
 		"      --batch N         max requests per batch (net.batch)\n"
 		"      --store PATH      keystore directory (store.path)\n"
 		"      --check-config    validate the configuration and exit\n"
+		"      --io-bench        DPDK only: answer every request with a fixed\n"
+		"                        reply, bypassing the engine (I/O benchmark)\n"
 		"  -v, --verbose         debug logging\n"
 		"The HSM user PIN is read from hsm.pin_file or $KMS_PIN.\n");
 }
@@ -52,20 +65,16 @@ static enum kms_log_level level_of(const char *s)
 	return KMS_LOG_INFO;
 }
 
-static void print_stats(const struct kms_stats *st,
-			const struct kms_sockio_stats *io)
+/* The engine's counters, on stdout at exit (both I/O modes). */
+static void print_engine_stats(const struct kms_stats *st)
 {
 	static const char *const kinds[] = { "deposit", "retrieve", "other" };
 
-	fprintf(stderr, "kmsd: stats: rx=%llu tx=%llu ring_full=%llu tx_errors=%llu "
-		"batches=%llu requests=%llu\n",
-		(unsigned long long)io->rx, (unsigned long long)io->tx,
-		(unsigned long long)io->ring_full, (unsigned long long)io->tx_errors,
-		(unsigned long long)st->batches, (unsigned long long)st->requests);
-	fprintf(stderr, "kmsd: stats: keys_new=%llu keys_reused=%llu retrievals=%llu "
+	printf("kmsd: stats: keys_new=%llu (pre-made %llu) keys_reused=%llu retrievals=%llu "
 		"commits=%llu commit_failures=%llu cache_hits=%llu cache_misses=%llu "
-		"hsm_calls=%llu drops_not_kms=%llu\n",
-		(unsigned long long)st->keys_new, (unsigned long long)st->keys_reused,
+	       "hsm_calls=%llu drops_not_kms=%llu\n",
+		(unsigned long long)st->keys_new, (unsigned long long)st->keys_pooled,
+		(unsigned long long)st->keys_reused,
 		(unsigned long long)st->retrievals, (unsigned long long)st->commits,
 		(unsigned long long)st->commit_failures,
 		(unsigned long long)st->cache_hits, (unsigned long long)st->cache_misses,
@@ -74,9 +83,143 @@ static void print_stats(const struct kms_stats *st,
 	for (unsigned k = 0; k < KMS_RK__COUNT; k++)
 		for (unsigned s = 0; s < KMS_ST__COUNT; s++)
 			if (st->by_status[k][s])
-				fprintf(stderr, "kmsd: stats: %s %s=%llu\n", kinds[k],
-					kms_status_name(s),
-					(unsigned long long)st->by_status[k][s]);
+				printf("kmsd: stats: %s %s=%llu\n", kinds[k],
+				       kms_status_name(s),
+				       (unsigned long long)st->by_status[k][s]);
+	fflush(stdout);
+}
+
+static void print_socket_stats(const struct kms_sockio_stats *io,
+			       const struct kms_stats *st)
+{
+	printf("kmsd: stats: rx=%llu tx=%llu ring_full=%llu tx_errors=%llu "
+	       "batches=%llu requests=%llu\n",
+	       (unsigned long long)io->rx, (unsigned long long)io->tx,
+	       (unsigned long long)io->ring_full, (unsigned long long)io->tx_errors,
+	       (unsigned long long)st->batches, (unsigned long long)st->requests);
+	print_engine_stats(st);
+}
+
+/* Socket mode: run until SIGTERM/SIGINT, then drain and print counters. */
+static int run_socket(const struct kms_config *cfg, struct kms_engine *eng)
+{
+	struct kms_sockio_config sc = {
+		.listen = cfg->listen, .port = cfg->port, .nworkers = cfg->workers,
+		.batch = cfg->batch,
+	};
+	struct kms_sockio *io = NULL;
+	struct kms_sockio_stats ios;
+	struct kms_stats st;
+	sigset_t stop_set;
+	int sig, rc;
+
+	/* Block the stop signals in every thread (the I/O threads inherit
+	 * this mask) and wait for them synchronously: none can be lost. */
+	sigemptyset(&stop_set);
+	sigaddset(&stop_set, SIGINT);
+	sigaddset(&stop_set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+	rc = kms_sockio_start(eng, &sc, &io);
+	if (rc) {
+		KMS_ERR("cannot start socket I/O: %s%s", kms_strerror(rc),
+			rc == KMS_ERR_NOTFOUND ? " (no KEK in the token: run `kmsctl init`)" : "");
+		return rc;
+	}
+	KMS_INFO("ready: udp %s:%u, %u workers, batch %u, crypto %s, store %s",
+		 cfg->listen, kms_sockio_port(io), cfg->workers, cfg->batch,
+		 cfg->crypto_mode, cfg->store_path);
+	while (sigwait(&stop_set, &sig) != 0)
+		;
+	KMS_INFO("stopping on %s: draining queued requests", strsignal(sig));
+	kms_sockio_stop(io, &st, &ios);
+	print_socket_stats(&ios, &st);
+	return KMS_OK;
+}
+
+#ifdef KMS_HAVE_DPDK
+static volatile sig_atomic_t dpdk_stop;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	dpdk_stop = 1;
+}
+
+static void print_dpdk_stats(const struct kms_dp_stats *io,
+			     const struct kms_stats *st)
+{
+	printf("kmsd: stats: rx=%llu tx=%llu requests=%llu arp=%llu nd=%llu "
+	       "forwarded=%llu drained=%llu\n", (unsigned long long)io->rx,
+	       (unsigned long long)io->tx, (unsigned long long)io->requests,
+	       (unsigned long long)io->arp, (unsigned long long)io->nd,
+	       (unsigned long long)io->forwarded, (unsigned long long)io->drained);
+	printf("kmsd: stats: drops");
+	for (unsigned i = 0; i < KMS_PKT_DROP__COUNT; i++)
+		printf(" %s=%llu", kms_pkt_drop_name((enum kms_pkt_verdict)i),
+		       (unsigned long long)io->drops[i]);
+	printf(" engine=%llu ring_full=%llu tx_full=%llu\n",
+	       (unsigned long long)io->engine_drops,
+	       (unsigned long long)io->ring_full, (unsigned long long)io->tx_full);
+	print_engine_stats(st);
+}
+
+/* DPDK mode: the main lcore polls until SIGTERM/SIGINT sets dpdk_stop. */
+static int run_dpdk(const struct kms_config *cfg, struct kms_engine *eng,
+		    int io_bench)
+{
+	struct kms_dp_config dc = {
+		.port_id = cfg->dpdk_port_id,
+		.layout = strcmp(cfg->dpdk_layout, "rss") ? KMS_DP_LAYOUT_RX
+							  : KMS_DP_LAYOUT_RSS,
+		.nworkers = cfg->workers, .batch = cfg->batch,
+		.ring_size = cfg->dpdk_ring_size, .mbufs = cfg->dpdk_mbufs,
+		.io_bench = io_bench,
+	};
+	struct sigaction sa = { .sa_handler = on_stop };
+	struct kms_dp *dp = NULL;
+	struct kms_dp_stats ios;
+	struct kms_stats st;
+	int rc;
+
+	/* Validated by kms_config_validate(). */
+	inet_pton(AF_INET, cfg->dpdk_ipv4, &dc.addr.ipv4);
+	dc.addr.has_ipv6 = cfg->dpdk_ipv6[0] &&
+			   inet_pton(AF_INET6, cfg->dpdk_ipv6, dc.addr.ipv6) == 1;
+	dc.addr.udp_port = cfg->port;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	rc = kms_dp_create(eng, &dc, NULL, &dp);
+	if (rc)
+		return rc;
+	KMS_INFO("dpdk: serving %s%s%s udp port %u, crypto %s, store %s",
+		 cfg->dpdk_ipv4, cfg->dpdk_ipv6[0] ? " and " : "", cfg->dpdk_ipv6,
+		 cfg->port, cfg->crypto_mode, cfg->store_path);
+	rc = kms_dp_run(dp, &dpdk_stop);
+	if (rc)
+		KMS_ERR("dpdk: a worker failed to start: %s", kms_strerror(rc));
+	else
+		KMS_INFO("stopped: queued requests drained");
+	kms_dp_read_stats(dp, &ios, &st);
+	print_dpdk_stats(&ios, &st);
+	kms_dp_destroy(dp);
+	return rc;
+}
+#endif
+
+/*
+ * Split argv at the first "--": what comes before is the EAL's (argv[0]
+ * included), what follows is ours. Without "--" everything is ours.
+ */
+static int split_args(int argc, char **argv, int *eal_argc)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--")) {
+			*eal_argc = i;
+			return i;
+		}
+	*eal_argc = 0;
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -90,6 +233,7 @@ int main(int argc, char **argv)
 		{ "batch", required_argument, NULL, 'b' },
 		{ "store", required_argument, NULL, 's' },
 		{ "check-config", no_argument, NULL, 'C' },
+		{ "io-bench", no_argument, NULL, 'B' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -105,18 +249,23 @@ int main(int argc, char **argv)
 	struct kms_hsm *hsm = NULL;
 	struct kms_ks *ks = NULL;
 	struct kms_engine *eng = NULL;
-	struct kms_sockio *io = NULL;
-	struct kms_stats st;
-	struct kms_sockio_stats ios;
 	const char *config = NULL;
-	int check = 0, verbose = 0, c, rc = 1;
+	int check = 0, verbose = 0, io_bench = 0, c, rc = 1, eal_argc, dashdash;
 	char err[512];
 
 	kms_log_init("kmsd", KMS_LOG_INFO, 0);
+	dashdash = split_args(argc, argv, &eal_argc);
+	if (dashdash) {
+		/* getopt sees our part only, behind argv[0]. */
+		argv[dashdash] = argv[0];
+		argv += dashdash;
+		argc -= dashdash;
+	}
 	while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': config = optarg; break;
 		case 'C': check = 1; break;
+		case 'B': io_bench = 1; break;
 		case 'v': verbose = 1; break;
 		case 'h': usage(stdout); return 0;
 		case '?': usage(stderr); return 2;
@@ -152,8 +301,35 @@ int main(int argc, char **argv)
 		printf("configuration OK\n");
 		return 0;
 	}
+	if (io_bench && strcmp(cfg.io, "dpdk")) {
+		KMS_ERR("--io-bench needs --io dpdk");
+		return 2;
+	}
+	if (io_bench)
+		KMS_WARN("--io-bench: requests are NOT served, the engine is bypassed");
+	if (dashdash && strcmp(cfg.io, "dpdk"))
+		KMS_WARN("EAL arguments given but net.io is '%s': ignored", cfg.io);
 	kms_log_init("kmsd", verbose ? KMS_LOG_DEBUG : level_of(cfg.log_level), 0);
 	kms_secmem_harden_process();
+	signal(SIGPIPE, SIG_IGN);
+
+#ifdef KMS_HAVE_DPDK
+	if (!strcmp(cfg.io, "dpdk")) {
+		/* argv[-dashdash..-1] is the EAL's part, argv[0] first. */
+		char **eal_argv = argv - dashdash;
+
+		if (!dashdash) {
+			KMS_ERR("--io dpdk needs EAL arguments first, then --");
+			return 2;
+		}
+		eal_argv[0] = argv[0];
+		if (rte_eal_init(eal_argc, eal_argv) < 0) {
+			KMS_ERR("dpdk: EAL initialisation failed: %s",
+				rte_strerror(rte_errno));
+			return 1;
+		}
+	}
+#endif
 
 	struct kms_hsm_config hc = {
 		.module = cfg.module, .token_label = cfg.token_label,
@@ -171,10 +347,6 @@ int main(int argc, char **argv)
 		.cache_keys = cfg.cache_keys, .nworkers = cfg.workers,
 		.batch_max = cfg.batch,
 	};
-	struct kms_sockio_config sc = {
-		.listen = cfg.listen, .port = cfg.port, .nworkers = cfg.workers,
-		.batch = cfg.batch,
-	};
 
 	if (kms_hsm_open(&hc, &hsm))
 		goto out;
@@ -185,35 +357,19 @@ int main(int argc, char **argv)
 	}
 	if (kms_engine_create(&ec, hsm, ks, &eng))
 		goto out;
-
-	/* Block the stop signals in every thread (the I/O threads inherit
-	 * this mask) and wait for them synchronously: none can be lost. */
-	sigset_t stop_set;
-	int sig;
-
-	sigemptyset(&stop_set);
-	sigaddset(&stop_set, SIGINT);
-	sigaddset(&stop_set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
-	signal(SIGPIPE, SIG_IGN);
-
-	if ((c = kms_sockio_start(eng, &sc, &io))) {
-		KMS_ERR("cannot start socket I/O: %s%s", kms_strerror(c),
-			c == KMS_ERR_NOTFOUND ? " (no KEK in the token: run `kmsctl init`)" : "");
-		goto out;
-	}
-	KMS_INFO("ready: udp %s:%u, %u workers, batch %u, crypto %s, store %s",
-		 cfg.listen, kms_sockio_port(io), cfg.workers, cfg.batch,
-		 cfg.crypto_mode, cfg.store_path);
-	while (sigwait(&stop_set, &sig) != 0)
-		;
-	KMS_INFO("stopping on %s: draining queued requests", strsignal(sig));
-	kms_sockio_stop(io, &st, &ios);
-	print_stats(&st, &ios);
-	rc = 0;
+#ifdef KMS_HAVE_DPDK
+	if (!strcmp(cfg.io, "dpdk"))
+		rc = run_dpdk(&cfg, eng, io_bench) ? 1 : 0;
+	else
+#endif
+		rc = run_socket(&cfg, eng) ? 1 : 0;
 out:
 	kms_engine_destroy(eng);
 	kms_ks_close(ks);
 	kms_hsm_close(hsm);
+#ifdef KMS_HAVE_DPDK
+	if (!strcmp(cfg.io, "dpdk") && dashdash)
+		rte_eal_cleanup();
+#endif
 	return rc;
 }

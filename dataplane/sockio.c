@@ -203,6 +203,10 @@ static void *worker_main(void *arg)
 			struct pollfd pfd = { .fd = c->efd, .events = POLLIN };
 			uint64_t v;
 
+			/* Idle: pre-make a K before sleeping; look again. */
+			if (kms_worker_idle(c->w, 1))
+				continue;
+
 			if (__atomic_load_n(&s->rx_done, __ATOMIC_ACQUIRE) &&
 			    __atomic_load_n(&c->head, __ATOMIC_ACQUIRE) == tail)
 				break;

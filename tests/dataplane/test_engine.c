@@ -23,6 +23,39 @@
 #define PT(i) (&f->p[(i)])
 /* ------------------------------------------------- 1. happy path (P1) */
 
+/* Keys made while idle serve new-K deposits without any HSM call on the
+ * request path; once the pool is empty a new K costs HSM calls again. A and
+ * B still end with the same K. */
+static void premade_keys(void **state)
+{
+	struct efx *f = *state;
+	struct efx_dep d1, d2, d3;
+	struct efx_ret r;
+	struct kms_stats s0, s1, s2;
+
+	/* Warm Ka and Kas (pool empty: this K is made inline). */
+	assert_int_equal(efx_deposit(f, &d1, PT(P_A), PT(P_B), PT(P_AS)),
+			 KMS_ST_OK);
+	assert_int_equal(kms_worker_idle(f->w[0], 1), 1);
+	efx_stats(f, &s0);
+	/* A new pair: a new K, from the pool; the recipient's key is not
+	 * needed for a DEPOSIT, so no HSM call at all. */
+	assert_int_equal(efx_deposit(f, &d2, PT(P_A), PT(P_C), PT(P_AS)),
+			 KMS_ST_OK);
+	efx_stats(f, &s1);
+	assert_int_equal(s1.keys_pooled - s0.keys_pooled, 1);
+	assert_int_equal(s1.hsm_calls, s0.hsm_calls);
+	/* Pool empty again: the next new K goes to the HSM. */
+	assert_int_equal(efx_deposit(f, &d3, PT(P_A), PT(P_D), PT(P_AS)),
+			 KMS_ST_OK);
+	efx_stats(f, &s2);
+	assert_int_equal(s2.keys_pooled, s1.keys_pooled);
+	assert_true(s2.hsm_calls > s1.hsm_calls);
+	assert_int_equal(s2.keys_new, 3);
+	assert_int_equal(efx_retrieve(f, &r, &d2, PT(P_C)), KMS_ST_OK);
+	assert_memory_equal(d2.k, r.k, KMS_KEY_LEN);
+}
+
 static void happy_path(void **state)
 {
 	struct efx *f = *state;
@@ -1385,6 +1418,7 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, efx_cm_setup, efx_cm_teardown)
 	const struct CMUnitTest tests[] = {
 		T(happy_path),
+		T(premade_keys),
 		T(engine_config_refused),
 		T(mailbox_never_holds_k),
 		T(nothing_in_clear_at_rest),
