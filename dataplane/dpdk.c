@@ -11,11 +11,14 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
+#include <rte_rwlock.h>
 #include <rte_telemetry.h>
 #include <string.h>
 
 #include "kms_dpdk.h"
+#include "quiesce.h"
 #include "kms_log.h"
 #include "kms_proto.h"
 
@@ -58,13 +61,21 @@ struct kms_dp {
 	uint64_t tx_ol;            /* TX checksum offloads in use */
 	unsigned ready;            /* workers that finished init */
 	int rx_done;               /* RX stopped: workers drain and exit */
+	unsigned rx_stopped;       /* workers that stopped reading RX */
+	uint16_t nq;               /* RX queues == TX queues == workers */
 	struct kms_hasher *hasher; /* the RX lcore's */
+	struct rte_rcu_qsbr *qs;   /* polling lcores' quiescent states:
+				      worker i is thread i, main is nworkers */
 	struct counters rxc;       /* the RX lcore's */
 	struct wctx *wk;           /* nworkers */
 };
 
-/* Telemetry callbacks take no user argument: one dataplane per process. */
+/* Telemetry callbacks take no user argument: one dataplane per process.
+ * They run on DPDK's telemetry thread: the lock keeps destroy from freeing
+ * the dataplane under a callback. */
 static struct kms_dp *telemetry_dp;
+static rte_rwlock_t telemetry_lock = RTE_RWLOCK_INITIALIZER;
+static int telemetry_registered;
 
 static struct kms_pkt_info *pinfo(struct rte_mbuf *m)
 {
@@ -171,32 +182,55 @@ static void dispatch(struct kms_dp *dp, struct counters *c,
 	}
 }
 
+/*
+ * A frame that is already a reply (ARP/NA built by classify) travels to a
+ * worker like a request and is sent as it is: its info has a reply length
+ * and no payload.
+ */
+static int is_ready_reply(struct rte_mbuf *m)
+{
+	const struct kms_pkt_info *info = pinfo(m);
+
+	return info->reply_len && !info->payload_len;
+}
+
+/*
+ * The rx layout's RX stage polls every RX queue of the port (as many as
+ * TX queues: some PMDs, tap among them, want equal numbers, and af_packet
+ * spreads flows over all of them). It owns no TX queue: ARP and NA
+ * replies go to worker 0, which sends them with its batch.
+ */
 unsigned kms_dp_rx_poll(struct kms_dp *dp)
 {
 	struct rte_mbuf *pkts[BURST], *tx[BURST];
 	struct rte_mbuf *per[dp->cfg.nworkers][BURST];
 	unsigned nper[dp->cfg.nworkers];
-	unsigned n, ntx = 0, nreq = 0;
+	unsigned total = 0;
 
-	n = rte_eth_rx_burst(dp->cfg.port_id, 0, pkts, BURST);
-	if (!n)
-		return 0;
 	memset(nper, 0, sizeof(nper));
-	CNT_ADD(&dp->rxc, rx, n);
-	for (unsigned i = 0; i < n; i++) {
-		unsigned w;
+	for (uint16_t q = 0; q < dp->nq; q++) {
+		unsigned n, ntx = 0, nreq = 0;
 
-		if (!classify(dp, &dp->rxc, pkts[i], tx, &ntx))
+		n = rte_eth_rx_burst(dp->cfg.port_id, q, pkts, BURST);
+		if (!n)
 			continue;
-		w = owner_of(dp, dp->hasher, pkts[i]);
-		per[w][nper[w]++] = pkts[i];
-		nreq++;
+		total += n;
+		CNT_ADD(&dp->rxc, rx, n);
+		for (unsigned i = 0; i < n; i++) {
+			unsigned w;
+
+			if (!classify(dp, &dp->rxc, pkts[i], tx, &ntx))
+				continue;
+			w = owner_of(dp, dp->hasher, pkts[i]);
+			per[w][nper[w]++] = pkts[i];
+			nreq++;
+		}
+		for (unsigned i = 0; i < ntx; i++)
+			per[0][nper[0]++] = tx[i];
+		CNT_ADD(&dp->rxc, requests, nreq);
+		dispatch(dp, &dp->rxc, per, nper);
 	}
-	CNT_ADD(&dp->rxc, requests, nreq);
-	dispatch(dp, &dp->rxc, per, nper);
-	/* ARP and NA replies leave on the RX lcore's own TX queue. */
-	transmit(dp, &dp->rxc, (uint16_t)dp->cfg.nworkers, tx, ntx);
-	return n;
+	return total;
 }
 
 /* The I/O benchmark's transaction: a fixed reply, no engine. */
@@ -267,6 +301,26 @@ static void serve(struct wctx *c, unsigned n)
 	transmit(dp, &c->c, c->txq, tx, ntx);
 }
 
+/* Dequeue into the batch after @p have entries; ARP/NA replies handed
+ * over by the RX stage are sent at once. @return requests added. */
+static unsigned take_ring(struct wctx *c, unsigned have)
+{
+	struct kms_dp *dp = c->dp;
+	struct rte_mbuf *got[BATCH_MAX], *tx[BATCH_MAX];
+	unsigned k, n = 0, ntx = 0;
+
+	k = rte_ring_dequeue_burst(c->ring, (void **)got, dp->cfg.batch - have,
+				   NULL);
+	for (unsigned i = 0; i < k; i++) {
+		if (is_ready_reply(got[i]))
+			tx[ntx++] = got[i];
+		else
+			c->batch[have + n++] = got[i];
+	}
+	transmit(dp, &c->c, c->txq, tx, ntx);
+	return n;
+}
+
 unsigned kms_dp_worker_poll(struct kms_dp *dp, unsigned wid)
 {
 	struct wctx *c = &dp->wk[wid];
@@ -302,8 +356,7 @@ unsigned kms_dp_worker_poll(struct kms_dp *dp, unsigned wid)
 		transmit(dp, &c->c, c->txq, tx, ntx);
 	}
 	if (n < dp->cfg.batch)
-		n += rte_ring_dequeue_burst(c->ring, (void **)c->batch + n,
-					    dp->cfg.batch - n, NULL);
+		n += take_ring(c, n);
 	if (n)
 		serve(c, n);
 	return n;
@@ -325,27 +378,47 @@ static int worker_main(void *arg)
 	__atomic_add_fetch(&dp->ready, 1, __ATOMIC_RELEASE);
 	if (c->init_rc)
 		return c->init_rc;
-	while (!__atomic_load_n(&dp->rx_done, __ATOMIC_ACQUIRE))
+	rte_rcu_qsbr_thread_online(dp->qs, c->id);
+	while (!__atomic_load_n(&dp->rx_done, __ATOMIC_ACQUIRE)) {
 		if (!kms_dp_worker_poll(dp, c->id) && c->w)
 			/* Idle: pre-make a K, off the request path. */
 			kms_worker_idle(c->w, 1);
-	/* Drain: answer what the RX stage queued before it stopped. */
-	for (;;) {
-		unsigned n = rte_ring_dequeue_burst(c->ring, (void **)c->batch,
-						    dp->cfg.batch, NULL);
-		if (!n)
-			break;
-		CNT_ADD(&c->c, drained, n);
-		serve(c, n);
+		/* Outside any burst: see quiesce.c. */
+		rte_rcu_qsbr_quiescent(dp->qs, c->id);
 	}
+	/*
+	 * Drain. In the rss layout other workers may still forward into our
+	 * ring until they too stopped reading their queues: keep draining
+	 * until every worker has, then once more.
+	 */
+	__atomic_add_fetch(&dp->rx_stopped, 1, __ATOMIC_ACQ_REL);
+	for (int last = 0;;) {
+		unsigned n = take_ring(c, 0);
+
+		if (n) {
+			CNT_ADD(&c->c, drained, n);
+			serve(c, n);
+			continue;
+		}
+		rte_rcu_qsbr_quiescent(dp->qs, c->id);
+		if (last)
+			break;
+		last = __atomic_load_n(&dp->rx_stopped, __ATOMIC_ACQUIRE) ==
+		       dp->cfg.nworkers;
+	}
+	rte_rcu_qsbr_thread_offline(dp->qs, c->id);
 	return 0;
 }
 
 int kms_dp_run(struct kms_dp *dp, volatile sig_atomic_t *stop)
 {
-	unsigned lcore, i = 0;
+	unsigned lcore, i = 0, main_id = dp->cfg.nworkers;
 	int rc = KMS_OK;
 
+	for (unsigned t = 0; t <= main_id; t++)
+		rte_rcu_qsbr_thread_register(dp->qs, t);
+	rte_rcu_qsbr_thread_online(dp->qs, main_id);
+	kms_quiesce_set(dp->qs);
 	RTE_LCORE_FOREACH_WORKER(lcore) {
 		if (i == dp->cfg.nworkers)
 			break;
@@ -366,10 +439,15 @@ int kms_dp_run(struct kms_dp *dp, volatile sig_atomic_t *stop)
 				kms_dp_rx_poll(dp);
 			else
 				rte_delay_us_sleep(10000);
+			rte_rcu_qsbr_quiescent(dp->qs, main_id);
 		}
 	}
+	rte_rcu_qsbr_thread_offline(dp->qs, main_id);
 	__atomic_store_n(&dp->rx_done, 1, __ATOMIC_RELEASE);
 	rte_eal_mp_wait_lcore();
+	kms_quiesce_set(NULL);
+	for (unsigned t = 0; t <= main_id; t++)
+		rte_rcu_qsbr_thread_unregister(dp->qs, t);
 	return rc;
 }
 
@@ -382,9 +460,13 @@ static int tel_stats(const char *cmd, const char *params, struct rte_tel_data *d
 
 	(void)cmd;
 	(void)params;
-	if (!telemetry_dp)
+	rte_rwlock_read_lock(&telemetry_lock);
+	if (!telemetry_dp) {
+		rte_rwlock_read_unlock(&telemetry_lock);
 		return -1;
+	}
 	kms_dp_read_stats(telemetry_dp, &io, &st);
+	rte_rwlock_read_unlock(&telemetry_lock);
 	rte_tel_data_start_dict(d);
 	rte_tel_data_add_dict_u64(d, "rx", io.rx);
 	rte_tel_data_add_dict_u64(d, "tx", io.tx);
@@ -413,9 +495,13 @@ static int tel_drops(const char *cmd, const char *params, struct rte_tel_data *d
 
 	(void)cmd;
 	(void)params;
-	if (!telemetry_dp)
+	rte_rwlock_read_lock(&telemetry_lock);
+	if (!telemetry_dp) {
+		rte_rwlock_read_unlock(&telemetry_lock);
 		return -1;
+	}
 	kms_dp_read_stats(telemetry_dp, &io, NULL);
+	rte_rwlock_read_unlock(&telemetry_lock);
 	rte_tel_data_start_dict(d);
 	for (unsigned i = 0; i < KMS_PKT_DROP__COUNT; i++)
 		rte_tel_data_add_dict_u64(d, kms_pkt_drop_name((enum kms_pkt_verdict)i),
@@ -431,8 +517,11 @@ static int tel_workers(const char *cmd, const char *params,
 {
 	(void)cmd;
 	(void)params;
-	if (!telemetry_dp)
+	rte_rwlock_read_lock(&telemetry_lock);
+	if (!telemetry_dp) {
+		rte_rwlock_read_unlock(&telemetry_lock);
 		return -1;
+	}
 	rte_tel_data_start_array(d, RTE_TEL_U64_VAL);
 	for (unsigned i = 0; i < telemetry_dp->cfg.nworkers; i++) {
 		struct kms_stats st;
@@ -442,6 +531,7 @@ static int tel_workers(const char *cmd, const char *params,
 			kms_worker_stats(telemetry_dp->wk[i].w, &st);
 		rte_tel_data_add_array_u64(d, st.requests);
 	}
+	rte_rwlock_read_unlock(&telemetry_lock);
 	return 0;
 }
 
@@ -493,29 +583,31 @@ struct rte_mempool *kms_dp_mempool(struct kms_dp *dp)
 static int port_setup(struct kms_dp *dp)
 {
 	const struct kms_dp_config *cfg = &dp->cfg;
-	uint16_t nrx = cfg->layout == KMS_DP_LAYOUT_RSS ? (uint16_t)cfg->nworkers : 1;
-	uint16_t ntx = (uint16_t)(cfg->nworkers + 1);
+	/* One TX queue per worker (TX queues are not thread-safe) and as
+	 * many RX queues. */
+	uint16_t nrx = (uint16_t)cfg->nworkers, ntx = (uint16_t)cfg->nworkers;
 	struct rte_eth_conf conf;
 	struct rte_eth_dev_info info;
 	struct rte_ether_addr mac;
-	int socket = rte_eth_dev_socket_id(cfg->port_id);
-	int rc;
+	int socket, rc;
 
 	memset(&conf, 0, sizeof(conf));
+	/* Before anything that dereferences the device. */
 	if (!rte_eth_dev_is_valid_port(cfg->port_id)) {
 		KMS_ERR("dpdk: no port %u (did you pass a --vdev or a PCI device?)",
 			cfg->port_id);
 		return KMS_ERR_CONFIG;
 	}
+	socket = rte_eth_dev_socket_id(cfg->port_id);
+	dp->nq = nrx;
 	rc = rte_eth_dev_info_get(cfg->port_id, &info);
 	if (rc)
 		return KMS_ERR_CONFIG;
 	if (nrx > info.max_rx_queues || ntx > info.max_tx_queues) {
-		KMS_ERR("dpdk: port %u (%s) has %u RX / %u TX queues; layout %s "
-			"with %u workers needs %u / %u", cfg->port_id,
+		KMS_ERR("dpdk: port %u (%s) has %u RX / %u TX queues; %u workers "
+			"need %u / %u (af_packet: qpairs=%u)", cfg->port_id,
 			info.driver_name, info.max_rx_queues, info.max_tx_queues,
-			cfg->layout == KMS_DP_LAYOUT_RSS ? "rss" : "rx",
-			cfg->nworkers, nrx, ntx);
+			cfg->nworkers, nrx, ntx, cfg->nworkers);
 		return KMS_ERR_CONFIG;
 	}
 	if (nrx > 1) {
@@ -573,7 +665,8 @@ int kms_dp_create(struct kms_engine *e, const struct kms_dp_config *cfg,
 	struct kms_dp *dp;
 	int rc = KMS_ERR_NOMEM;
 
-	if (!cfg->nworkers || !cfg->batch || cfg->batch > BATCH_MAX ||
+	if (!cfg->nworkers || cfg->nworkers != kms_engine_nworkers(e) ||
+	    !cfg->batch || cfg->batch > BATCH_MAX ||
 	    !rte_is_power_of_2(cfg->ring_size))
 		return KMS_ERR_INVAL;
 	if (rte_lcore_count() < cfg->nworkers + 1) {
@@ -591,7 +684,10 @@ int kms_dp_create(struct kms_engine *e, const struct kms_dp_config *cfg,
 	dp->hasher = kms_hasher_new();
 	dp->wk = rte_zmalloc("kms_workers", cfg->nworkers * sizeof(*dp->wk),
 			     RTE_CACHE_LINE_SIZE);
-	if (!dp->hasher || !dp->wk)
+	dp->qs = rte_zmalloc("kms_qsbr", rte_rcu_qsbr_get_memsize(cfg->nworkers + 1),
+			     RTE_CACHE_LINE_SIZE);
+	if (!dp->hasher || !dp->wk || !dp->qs ||
+	    rte_rcu_qsbr_init(dp->qs, cfg->nworkers + 1))
 		goto err;
 	if (!dp->mp) {
 		/* The private area carries each frame's classification. */
@@ -622,7 +718,7 @@ int kms_dp_create(struct kms_engine *e, const struct kms_dp_config *cfg,
 		snprintf(name, sizeof(name), "kms_w%u", i);
 		/* rx layout: one producer (RX lcore); rss: any worker. */
 		c->ring = rte_ring_create(name, cfg->ring_size, rte_socket_id(),
-					  RING_F_SC_DEQ |
+					  RING_F_SC_DEQ | RING_F_EXACT_SZ |
 					  (cfg->layout == KMS_DP_LAYOUT_RX ? RING_F_SP_ENQ : 0));
 		if (!c->ring || !c->hasher)
 			goto err;
@@ -630,13 +726,18 @@ int kms_dp_create(struct kms_engine *e, const struct kms_dp_config *cfg,
 	rc = port_setup(dp);
 	if (rc)
 		goto err;
+	rte_rwlock_write_lock(&telemetry_lock);
 	telemetry_dp = dp;
-	rte_telemetry_register_cmd("/kms/stats", tel_stats,
-				   "KMS counters summed over lcores. No parameters");
-	rte_telemetry_register_cmd("/kms/drops", tel_drops,
-				   "Dropped frames by class. No parameters");
-	rte_telemetry_register_cmd("/kms/workers", tel_workers,
-				   "Requests per worker. No parameters");
+	rte_rwlock_write_unlock(&telemetry_lock);
+	if (!telemetry_registered) {
+		rte_telemetry_register_cmd("/kms/stats", tel_stats,
+					   "KMS counters summed over lcores. No parameters");
+		rte_telemetry_register_cmd("/kms/drops", tel_drops,
+					   "Dropped frames by class. No parameters");
+		rte_telemetry_register_cmd("/kms/workers", tel_workers,
+					   "Requests per worker. No parameters");
+		telemetry_registered = 1;
+	}
 	*out = dp;
 	return KMS_OK;
 err:
@@ -648,8 +749,10 @@ void kms_dp_destroy(struct kms_dp *dp)
 {
 	if (!dp)
 		return;
+	rte_rwlock_write_lock(&telemetry_lock);
 	if (telemetry_dp == dp)
 		telemetry_dp = NULL;
+	rte_rwlock_write_unlock(&telemetry_lock);
 	if (dp->port_started) {
 		rte_eth_dev_stop(dp->cfg.port_id);
 		rte_eth_dev_close(dp->cfg.port_id);
@@ -665,6 +768,7 @@ void kms_dp_destroy(struct kms_dp *dp)
 		rte_ring_free(c->ring);
 	}
 	rte_free(dp->wk);
+	rte_free(dp->qs);
 	kms_hasher_free(dp->hasher);
 	if (dp->own_mp)
 		rte_mempool_free(dp->mp);

@@ -117,6 +117,11 @@ void kms_engine_destroy(struct kms_engine *e)
 	free(e);
 }
 
+unsigned kms_engine_nworkers(const struct kms_engine *e)
+{
+	return e->cfg.nworkers;
+}
+
 unsigned kms_engine_worker_for(const struct kms_engine *e,
 			       struct kms_hasher *h, const uint8_t *dgram,
 			       size_t len)

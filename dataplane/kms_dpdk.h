@@ -5,16 +5,18 @@
  *        dataplane that batches KMS requests to worker lcores.
  *
  * Two lcore layouts:
- *  - "rx": the main lcore polls RX queue 0, classifies each frame
- *    (kms_pkt.h: ARP / neighbour solicitation answered at once, drops
- *    counted by class), hashes each request's user pair to its worker
- *    (kms_engine_worker_for, the hash the socket mode uses) and hands
- *    bursts over an rte_ring per worker. A partial enqueue is counted
- *    (ring_full) and the rest freed.
+ *  - "rx": the main lcore polls every RX queue, classifies each frame
+ *    (kms_pkt.h: ARP / neighbour solicitation answered in place and handed
+ *    to worker 0 to send, drops counted by class), hashes each request's
+ *    user pair to its worker (kms_engine_worker_for, the hash the socket
+ *    mode uses) and hands bursts over an rte_ring per worker. A partial
+ *    enqueue is counted (ring_full) and the rest freed.
  *  - "rss": the port spreads frames over one RX queue per worker; each
  *    worker polls its queue and passes a request whose pair another worker
  *    owns to that worker's ring (multi-producer), so pair ownership, and
  *    with it the per-worker replay windows, still hold.
+ * The port gets one RX and one TX queue per worker (af_packet: qpairs =
+ * workers); TX queues are never shared.
  * Workers dequeue a burst, run kms_worker_process() on the whole batch
  * (one durable LMDB commit), write each reply in place into its request
  * mbuf (kms_pkt_reply_udp), and transmit on their own TX queue; what TX

@@ -88,6 +88,9 @@ int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
 /** Call after every worker is destroyed. NULL is a no-op. */
 void kms_engine_destroy(struct kms_engine *e);
 
+/** The number of workers the engine was created for. */
+unsigned kms_engine_nworkers(const struct kms_engine *e);
+
 /**
  * The worker index that owns the request in @p dgram (pair hash mod
  * nworkers); 0 for a datagram whose IDs cannot be found (the worker then

@@ -13,6 +13,8 @@ PKGS=(
   libinih-dev                                 # INI configuration
   libcmocka-dev                               # unit tests
   python3 python3-cryptography procps iproute2  # test scripts
+  libdpdk-dev                                 # kmsd --io dpdk
+  dpdk dpdk-dev ethtool                       # DPDK e2e: dpdk-testpmd, veth checksum offload off
 )
 
 SUDO=""
