@@ -380,7 +380,8 @@ static int worker_main(void *arg)
 		return c->init_rc;
 	rte_rcu_qsbr_thread_online(dp->qs, c->id);
 	while (!__atomic_load_n(&dp->rx_done, __ATOMIC_ACQUIRE)) {
-		if (!kms_dp_worker_poll(dp, c->id) && c->w)
+		if (!kms_dp_worker_poll(dp, c->id) && c->w &&
+		    rte_ring_empty(c->ring))
 			/* Idle: pre-make a K, off the request path. */
 			kms_worker_idle(c->w, 1);
 		/* Outside any burst: see quiesce.c. */
@@ -398,9 +399,12 @@ static int worker_main(void *arg)
 		if (n) {
 			CNT_ADD(&c->c, drained, n);
 			serve(c, n);
-			continue;
 		}
 		rte_rcu_qsbr_quiescent(dp->qs, c->id);
+		/* A batch of ARP/NA replies alone yields n == 0: the ring
+		 * decides whether there is more. */
+		if (n || !rte_ring_empty(c->ring))
+			continue;
 		if (last)
 			break;
 		last = __atomic_load_n(&dp->rx_stopped, __ATOMIC_ACQUIRE) ==
