@@ -457,6 +457,21 @@ int kms_dp_run(struct kms_dp *dp, volatile sig_atomic_t *stop)
 
 /* ---- telemetry: /kms/stats, /kms/drops, /kms/workers ---- */
 
+/* The current dataplane's counters under the lock. @return 0, or -1 when
+ * no dataplane is running. */
+static int tel_read(struct kms_dp_stats *io, struct kms_stats *st)
+{
+	int rc = -1;
+
+	rte_rwlock_read_lock(&telemetry_lock);
+	if (telemetry_dp) {
+		kms_dp_read_stats(telemetry_dp, io, st);
+		rc = 0;
+	}
+	rte_rwlock_read_unlock(&telemetry_lock);
+	return rc;
+}
+
 static int tel_stats(const char *cmd, const char *params, struct rte_tel_data *d)
 {
 	struct kms_dp_stats io;
@@ -464,13 +479,8 @@ static int tel_stats(const char *cmd, const char *params, struct rte_tel_data *d
 
 	(void)cmd;
 	(void)params;
-	rte_rwlock_read_lock(&telemetry_lock);
-	if (!telemetry_dp) {
-		rte_rwlock_read_unlock(&telemetry_lock);
+	if (tel_read(&io, &st))
 		return -1;
-	}
-	kms_dp_read_stats(telemetry_dp, &io, &st);
-	rte_rwlock_read_unlock(&telemetry_lock);
 	rte_tel_data_start_dict(d);
 	rte_tel_data_add_dict_u64(d, "rx", io.rx);
 	rte_tel_data_add_dict_u64(d, "tx", io.tx);
@@ -499,13 +509,8 @@ static int tel_drops(const char *cmd, const char *params, struct rte_tel_data *d
 
 	(void)cmd;
 	(void)params;
-	rte_rwlock_read_lock(&telemetry_lock);
-	if (!telemetry_dp) {
-		rte_rwlock_read_unlock(&telemetry_lock);
+	if (tel_read(&io, NULL))
 		return -1;
-	}
-	kms_dp_read_stats(telemetry_dp, &io, NULL);
-	rte_rwlock_read_unlock(&telemetry_lock);
 	rte_tel_data_start_dict(d);
 	for (unsigned i = 0; i < KMS_PKT_DROP__COUNT; i++)
 		rte_tel_data_add_dict_u64(d, kms_pkt_drop_name((enum kms_pkt_verdict)i),
