@@ -297,7 +297,8 @@ static void serve(struct wctx *c, unsigned n)
 		}
 		tx[ntx++] = m;
 	}
-	explicit_bzero(c->resp, n * sizeof(c->resp[0]));
+	/* No wipe of c->resp: a reply holds nothing that was not just put
+	 * on the wire (keys travel only sealed, docs/PROTOCOL.md). */
 	transmit(dp, &c->c, c->txq, tx, ntx);
 }
 
@@ -341,7 +342,8 @@ unsigned kms_dp_worker_poll(struct kms_dp *dp, unsigned wid)
 			if (!classify(dp, &c->c, pkts[i], tx, &ntx))
 				continue;
 			CNT_ADD(&c->c, requests, 1);
-			w = owner_of(dp, c->hasher, pkts[i]);
+			w = dp->cfg.nworkers == 1 ? 0
+				: owner_of(dp, c->hasher, pkts[i]);
 			if (w == wid && n < dp->cfg.batch) {
 				c->batch[n++] = pkts[i];
 				continue;

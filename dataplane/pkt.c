@@ -116,31 +116,26 @@ uint16_t kms_pkt_csum(const void *buf, size_t len)
 	return kms_pkt_csum_finish(kms_pkt_csum_add(0, buf, len));
 }
 
+/*
+ * The pseudo-header sums add the addresses where they lie and the rest as
+ * numbers: no temporary header is written and read back (narrow stores
+ * followed by a wide load of the same bytes stall store forwarding, and
+ * this runs once per packet in each direction).
+ */
 uint32_t kms_pkt_ipv4_phdr_sum(const void *src, const void *dst,
 			       uint8_t proto, uint16_t l4_len)
 {
-	uint8_t ph[12];
+	uint32_t s = kms_pkt_csum_add(kms_pkt_csum_add(0, src, 4), dst, 4);
 
-	memcpy(ph, src, 4);
-	memcpy(ph + 4, dst, 4);
-	ph[8] = 0;
-	ph[9] = proto;
-	put16(ph + 10, l4_len);
-	return kms_pkt_csum_add(0, ph, sizeof(ph));
+	return fold((uint64_t)s + proto + l4_len);
 }
 
 uint32_t kms_pkt_ipv6_phdr_sum(const void *src, const void *dst,
 			       uint8_t proto, uint32_t l4_len)
 {
-	uint8_t ph[40];
+	uint32_t s = kms_pkt_csum_add(kms_pkt_csum_add(0, src, 16), dst, 16);
 
-	memcpy(ph, src, 16);
-	memcpy(ph + 16, dst, 16);
-	put16(ph + 32, (uint16_t)(l4_len >> 16));
-	put16(ph + 34, (uint16_t)l4_len);
-	ph[36] = ph[37] = ph[38] = 0;
-	ph[39] = proto;
-	return kms_pkt_csum_add(0, ph, sizeof(ph));
+	return fold((uint64_t)s + (l4_len >> 16) + (l4_len & 0xffff) + proto);
 }
 
 /* Checksum of an L4 segment whose own checksum field holds its value:
@@ -194,12 +189,15 @@ static size_t put_eth(uint8_t *f, const uint8_t *dst, const uint8_t *src,
 /*
  * Write the IP and UDP headers in front of a payload of @p plen bytes that
  * is already in place at l3 + (20|40) + 8, and their checksums (or what
- * the NIC needs to complete them). @p tc: IPv4 TOS / IPv6 traffic class.
- * Lengths were checked by the caller.
+ * the NIC needs to complete them). @p psum: kms_pkt_csum_add(0, payload)
+ * taken from the payload's source, so that no checksum reads back bytes
+ * just written (see the pseudo-header sums); unused with UDP offload.
+ * @p tc: IPv4 TOS / IPv6 traffic class. Lengths were checked by the
+ * caller.
  */
 static void put_ip_udp(uint8_t *l3, bool v6, const uint8_t *src,
 		       const uint8_t *dst, uint16_t sport, uint16_t dport,
-		       uint8_t tc, size_t plen, unsigned flags)
+		       uint8_t tc, size_t plen, uint32_t psum, unsigned flags)
 {
 	uint16_t ulen = (uint16_t)(KMS_PKT_UDP_HLEN + plen);
 	uint8_t *udp;
@@ -219,9 +217,11 @@ static void put_ip_udp(uint8_t *l3, bool v6, const uint8_t *src,
 		udp = l3 + KMS_PKT_IPV6_HLEN;
 		ph = kms_pkt_ipv6_phdr_sum(src, dst, PROTO_UDP, ulen);
 	} else {
+		uint16_t tot = (uint16_t)(KMS_PKT_IPV4_HLEN + ulen);
+
 		l3[0] = 0x45;
 		l3[1] = tc;
-		put16(l3 + 2, (uint16_t)(KMS_PKT_IPV4_HLEN + ulen));
+		put16(l3 + 2, tot);
 		put16(l3 + 4, 0);               /* ID 0: atomic, RFC 6864 */
 		put16(l3 + 6, 0x4000);          /* DF */
 		l3[8] = REPLY_TTL;
@@ -229,10 +229,14 @@ static void put_ip_udp(uint8_t *l3, bool v6, const uint8_t *src,
 		put16(l3 + 10, 0);
 		memcpy(l3 + 12, src, 4);
 		memcpy(l3 + 16, dst, 4);
-		if (!(flags & KMS_PKT_TX_IP_CSUM))
-			put16(l3 + 10, kms_pkt_csum(l3, KMS_PKT_IPV4_HLEN));
-		udp = l3 + KMS_PKT_IPV4_HLEN;
+		/* The pseudo header holds the addresses and the protocol:
+		 * the IP header sum is that plus its other words. */
 		ph = kms_pkt_ipv4_phdr_sum(src, dst, PROTO_UDP, ulen);
+		if (!(flags & KMS_PKT_TX_IP_CSUM))
+			put16(l3 + 10, kms_pkt_csum_finish(fold(
+				(uint64_t)ph - ulen + (0x4500u | tc) + tot +
+				0x4000u + ((uint32_t)REPLY_TTL << 8))));
+		udp = l3 + KMS_PKT_IPV4_HLEN;
 	}
 	put16(udp, sport);
 	put16(udp + 2, dport);
@@ -243,8 +247,8 @@ static void put_ip_udp(uint8_t *l3, bool v6, const uint8_t *src,
 		put16(udp + 6, (uint16_t)ph);
 		return;
 	}
-	put16(udp + 6, 0);
-	c = kms_pkt_csum_finish(kms_pkt_csum_add(ph, udp, ulen));
+	c = kms_pkt_csum_finish(fold((uint64_t)ph + psum + sport + dport +
+				     ulen));
 	put16(udp + 6, c ? c : 0xffff);         /* 0 means "none" (RFC 768) */
 }
 
@@ -594,6 +598,7 @@ size_t kms_pkt_reply_udp(struct kms_pkt_info *info, uint8_t *frame, size_t cap,
 	uint8_t mac[2 * KMS_PKT_ETH_ALEN], src[16], dst[16];
 	const uint8_t *ip = frame + l3, *udp = frame + info->l4_off;
 	uint16_t sport, dport;
+	uint32_t psum;
 	uint8_t tc;
 
 	/* po <= the request's payload_off: options only ever shrink. */
@@ -617,11 +622,13 @@ size_t kms_pkt_reply_udp(struct kms_pkt_info *info, uint8_t *frame, size_t cap,
 	sport = get16(udp + 2);
 	dport = get16(udp);
 
+	psum = flags & KMS_PKT_TX_UDP_CSUM ? 0
+					   : kms_pkt_csum_add(0, payload, payload_len);
 	memmove(frame + po, payload, payload_len);
 	memcpy(frame, mac + KMS_PKT_ETH_ALEN, KMS_PKT_ETH_ALEN);
 	memcpy(frame + KMS_PKT_ETH_ALEN, mac, KMS_PKT_ETH_ALEN);
 	put_ip_udp(frame + l3, v6, src, dst, sport, dport, tc, payload_len,
-		   flags);
+		   psum, flags);
 
 	info->l3_len = (uint16_t)l3_len;
 	info->l4_off = (uint16_t)(l3 + l3_len);
@@ -641,14 +648,16 @@ size_t kms_pkt_build_udp(const struct kms_pkt_flow *f, const void *payload,
 	size_t po = l2 + l3_len + KMS_PKT_UDP_HLEN;
 	size_t max_payload = UINT16_MAX - KMS_PKT_UDP_HLEN -
 			     (f->ipv6 ? 0 : KMS_PKT_IPV4_HLEN);
+	uint32_t psum;
 
 	if (cap < po || payload_len > cap - po || payload_len > max_payload)
 		return 0;
+	psum = kms_pkt_csum_add(0, payload, payload_len);
 	memmove(frame + po, payload, payload_len);
 	put_eth(frame, f->dst_mac, f->src_mac, f->vlan, f->vlan_tci,
 		f->ipv6 ? ET_IPV6 : ET_IPV4);
 	put_ip_udp(frame + l2, f->ipv6, f->src_ip, f->dst_ip, f->src_port,
-		   f->dst_port, 0, payload_len, 0);
+		   f->dst_port, 0, payload_len, psum, 0);
 	return po + payload_len;
 }
 
