@@ -6,6 +6,8 @@
  *   kmsctl -c CONF enroll --kind user|as --id ID --out KEYFILE
  *                         [--import KEYFILE | --gba-ks FILE --rand HEX
  *                          --impi IMPI --naf-fqdn FQDN --ua-id HEX]
+ *   kmsctl -c CONF enroll-bulk --users N [--as M] [--domain D] [--id-len L]
+ *                              --out FILE
  *   kmsctl -c CONF revoke --id ID
  *   kmsctl -c CONF show --id ID
  *   kmsctl -c CONF list
@@ -16,12 +18,24 @@
  * The HSM PIN comes from hsm.pin_file or $KMS_PIN. Enrolment writes the
  * party's copy of its key to KEYFILE (mode 0600): it stands in for GBA or
  * another bootstrap. LMDB allows this tool to write while kmsd runs.
+ *
+ * enroll-bulk enrolls a load-generator population (N users
+ * sip:lg-u%07u@D and M mailbox AS sip:lg-mb%03u@D, numbered from 1; with
+ * --id-len every ID is padded with 'x' before the '@' to exactly L bytes)
+ * and writes every key to FILE in the format of perf/loadgen/lg_pop.h.
+ * Keys are made as `enroll` makes them (HSM RNG, wrapped under the KEK).
+ * The whole file is written and fsync'ed before the first commit; the
+ * records then go in write transactions of at most BULK_CHUNK parties.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +51,7 @@
 struct args {
 	const char *config, *kind, *id, *out, *import, *gba_ks, *rand_hex,
 		*impi, *naf_fqdn, *ua_hex;
+	const char *users, *nas, *domain, *id_len;   /* enroll-bulk */
 	struct kms_config cfg;
 };
 
@@ -58,6 +73,12 @@ static void usage(FILE *f)
 		"         [--import KEYFILE]    use the key of an existing key file\n"
 		"         [--gba-ks FILE --rand HEX --impi IMPI --naf-fqdn FQDN --ua-id HEX]\n"
 		"                               use Ks_NAF (TS 33.220) as the party key\n"
+		"  enroll-bulk --users N [--as M] [--domain D] [--id-len L] --out FILE\n"
+		"                               enroll N users (1..1000000) sip:lg-uNNNNNNN@D\n"
+		"                               and M mailbox AS (1..999, default 1)\n"
+		"                               sip:lg-mbNNN@D (D default lg.example); L pads\n"
+		"                               every ID with 'x' before the '@' to L bytes;\n"
+		"                               FILE: the load generator's population (0600)\n"
 		"  revoke --id ID               refuse the party from its next request on\n"
 		"  show --id ID                 one party\n"
 		"  list                         every party\n"
@@ -324,6 +345,380 @@ out:
 	return rc ? 1 : 0;
 }
 
+/*
+ * enroll-bulk: a population for the load generator (perf/loadgen/lg_pop.h).
+ */
+#define BULK_USERS_MAX 1000000u
+#define BULK_AS_MAX 999u
+#define BULK_CHUNK 1000u        /* parties per write transaction */
+#define BULK_BUF (64 * 1024)
+/* "user " ID " " gen " " hex "\n" */
+#define BULK_LINE_MAX (5 + KMS_ID_MAX + 1 + 10 + 1 + 2 * KMS_KEY_LEN + 1)
+
+struct bulk {
+	unsigned nusers, nas;
+	unsigned id_len;                /* 0: no padding */
+	const char *domain;
+	size_t total;                   /* nusers + nas */
+};
+
+/* Key material on its way to the file: one locked slot (kms_secmem). */
+struct bulk_secret {
+	uint8_t key[KMS_KEY_LEN];
+	char buf[BULK_BUF];
+};
+
+/* The ID of party @p i (0-based: users first, then the AS) into @p buf.
+ * @return its length, or -1 if it does not fit b->id_len or KMS_ID_MAX. */
+static int bulk_id(const struct bulk *b, size_t i, char buf[KMS_ID_MAX + 1])
+{
+	size_t hl, dl = strlen(b->domain), len, pad = 0;
+	char head[32];
+
+	if (i < b->nusers)
+		snprintf(head, sizeof(head), "sip:lg-u%07u", (unsigned)(i + 1));
+	else
+		snprintf(head, sizeof(head), "sip:lg-mb%03u",
+			 (unsigned)(i - b->nusers + 1));
+	hl = strlen(head);
+	if (dl > KMS_ID_MAX)
+		return -1;
+	len = hl + 1 + dl;
+	if (b->id_len) {
+		if (len > b->id_len)
+			return -1;
+		pad = b->id_len - len;
+		len = b->id_len;
+	}
+	if (len > KMS_ID_MAX)
+		return -1;
+	memcpy(buf, head, hl);
+	memset(buf + hl, 'x', pad);
+	buf[hl + pad] = '@';
+	memcpy(buf + hl + pad + 1, b->domain, dl);
+	buf[len] = '\0';
+	return (int)len;
+}
+
+static int parse_count(const char *opt, const char *s, unsigned long min,
+		       unsigned long max, unsigned *out)
+{
+	unsigned long v;
+	char *end;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (*s < '0' || *s > '9' || errno || *end || v < min || v > max) {
+		fprintf(stderr, "kmsctl: --%s takes a number from %lu to %lu\n",
+			opt, min, max);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return KMS_ERR_IO;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return KMS_OK;
+}
+
+/* Make the new file's directory entry durable too. */
+static int sync_dir_of(const char *path)
+{
+	char *copy = strdup(path);
+	int fd, rc = KMS_OK;
+
+	if (!copy)
+		return KMS_ERR_NOMEM;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
+		rc = KMS_ERR_IO;
+	if (fd >= 0)
+		close(fd);
+	free(copy);
+	return rc;
+}
+
+static void progress(int tty, const char *what, size_t n, size_t total)
+{
+	if (tty)
+		fprintf(stderr, "\rkmsctl: %s %zu/%zu%s", what, n, total,
+			n == total ? "\n" : "");
+}
+
+/* Make every key and write the population file (already open as @p fd):
+ * one line per party, the file fsync'ed. Blobs go to @p parties. */
+static int bulk_write(const struct bulk *b, struct kms_hsm_session *s,
+		      struct bulk_secret *sec, int fd, struct kms_party *parties,
+		      int tty)
+{
+	static const char head[] =
+		"# IMS KMS load-generator population. Secret: keep mode 0600.\n";
+	char id[KMS_ID_MAX + 1];
+	size_t used = sizeof(head) - 1, i;
+	int rc = KMS_OK;
+
+	memcpy(sec->buf, head, used);
+	for (i = 0; i < b->total; i++) {
+		struct kms_party *p = &parties[i];
+		int user = i < b->nusers;
+
+		if (bulk_id(b, i, id) < 0)
+			return KMS_ERR_INVAL;    /* checked before: cannot happen */
+		rc = kms_hsm_new_key(s, sec->key, p->blob);
+		if (rc) {
+			if (tty && i)
+				fputc('\n', stderr);
+			fprintf(stderr, "kmsctl: making the key of %s: %s\n", id,
+				kms_strerror(rc));
+			break;
+		}
+		p->kind = user ? KMS_PARTY_USER : KMS_PARTY_AS;
+		p->status = KMS_PARTY_ACTIVE;
+		p->gen = 1;
+		p->created_ms = now_ms();
+		used += (size_t)snprintf(sec->buf + used, BULK_BUF - used,
+					 "%s %s %u ", user ? "user" : "as", id,
+					 p->gen);
+		kms_hex_encode(sec->key, KMS_KEY_LEN, sec->buf + used);
+		used += 2 * KMS_KEY_LEN;
+		sec->buf[used++] = '\n';
+		OPENSSL_cleanse(sec->key, sizeof(sec->key));
+		if (BULK_BUF - used < BULK_LINE_MAX) {
+			rc = write_all(fd, sec->buf, used);
+			OPENSSL_cleanse(sec->buf, used);
+			used = 0;
+			if (rc)
+				break;
+		}
+		if ((i + 1) % BULK_CHUNK == 0 || i + 1 == b->total)
+			progress(tty, "keys made", i + 1, b->total);
+	}
+	if (!rc)
+		rc = write_all(fd, sec->buf, used);
+	OPENSSL_cleanse(sec->buf, used);
+	if (!rc && fsync(fd) != 0)
+		rc = KMS_ERR_IO;
+	return rc;
+}
+
+/* Commit the parties in chunks. @return KMS_OK, or the error of the chunk
+ * that failed; *done counts the parties committed before it. */
+static int bulk_commit(const struct bulk *b, struct kms_ks *ks,
+		       const struct kms_party *parties, size_t *done, int tty)
+{
+	char id[KMS_ID_MAX + 1];
+	struct kms_ks_txn *txn;
+	struct kms_party old;
+	struct kms_audit au;
+	struct kms_id kid;
+	size_t i, end;
+	int rc = KMS_OK;
+
+	for (*done = 0; *done < b->total; *done = end) {
+		end = *done + BULK_CHUNK < b->total ? *done + BULK_CHUNK : b->total;
+		txn = NULL;
+		rc = kms_ks_txn_begin(ks, 0, &txn);
+		for (i = *done; !rc && i < end; i++) {
+			if (bulk_id(b, i, id) < 0 || kms_id_from_str(id, &kid)) {
+				rc = KMS_ERR_INVAL;
+				break;
+			}
+			/* Checked again under the writer lock, as in enroll. */
+			rc = kms_ks_party_get(txn, &kid, &old);
+			if (rc == KMS_OK) {
+				if (tty && *done)
+					fputc('\n', stderr);
+				fprintf(stderr, "kmsctl: %s was enrolled concurrently\n",
+					id);
+				rc = KMS_ERR_EXISTS;
+				break;
+			}
+			if (rc != KMS_ERR_NOTFOUND)
+				break;
+			audit_fill(&au, KMS_AUD_ENROLL, "kmsctl", id);
+			rc = kms_ks_party_put(txn, &kid, &parties[i]);
+			if (!rc)
+				rc = kms_ks_audit_append(txn, &au);
+		}
+		if (rc) {
+			kms_ks_txn_abort(txn);
+			return rc;
+		}
+		rc = kms_ks_txn_commit(txn);
+		if (rc)
+			return rc;
+		progress(tty, "enrolled", end, b->total);
+	}
+	return KMS_OK;
+}
+
+static int cmd_enroll_bulk(struct args *a)
+{
+	struct bulk b = { .nas = 1, .domain = "lg.example" }, raw;
+	struct kms_hsm *hsm = NULL;
+	struct kms_hsm_session *s = NULL;
+	struct kms_ks *ks = NULL;
+	struct kms_ks_txn *txn = NULL;
+	struct kms_secmem *sm = NULL;
+	struct bulk_secret *sec = NULL;
+	struct kms_party *parties = NULL, old;
+	struct kms_id kid;
+	char id[KMS_ID_MAX + 1], first[KMS_ID_MAX + 1] = "";
+	size_t i, taken = 0, done = 0, probe[2];
+	int tty = isatty(STDERR_FILENO), fd = -1, created = 0, len, rc, err;
+
+	if (!a->users || !a->out || a->kind || a->id || a->import || a->gba_ks) {
+		usage(stderr);
+		return 2;
+	}
+	if (parse_count("users", a->users, 1, BULK_USERS_MAX, &b.nusers) ||
+	    (a->nas && parse_count("as", a->nas, 1, BULK_AS_MAX, &b.nas)) ||
+	    (a->id_len && parse_count("id-len", a->id_len, 1, KMS_ID_MAX,
+				      &b.id_len)))
+		return 2;
+	if (a->domain)
+		b.domain = a->domain;
+	b.total = (size_t)b.nusers + b.nas;
+	/* All users' IDs have one length, all AS' another: check one each. */
+	raw = b;
+	raw.id_len = 0;
+	probe[0] = b.nusers - 1;
+	probe[1] = b.total - 1;
+	for (i = 0; i < 2; i++) {
+		len = bulk_id(&raw, probe[i], id);
+		if (len < 0 || kms_id_from_str(id, &kid)) {
+			fprintf(stderr, "kmsctl: --domain '%s' does not make valid "
+				"identities (1..%d printable bytes, no spaces)\n",
+				b.domain, KMS_ID_MAX);
+			return 2;
+		}
+		if (b.id_len && (unsigned)len > b.id_len) {
+			fprintf(stderr, "kmsctl: --id-len %u is shorter than %s "
+				"(%d bytes)\n", b.id_len, id, len);
+			return 2;
+		}
+	}
+
+	parties = calloc(b.total, sizeof(*parties));
+	if (!parties) {
+		fprintf(stderr, "kmsctl: out of memory for %zu parties\n", b.total);
+		return 1;
+	}
+	rc = open_all(a, 0, &hsm, &ks);
+	if (rc) {
+		free(parties);
+		return 1;
+	}
+	rc = kms_hsm_session_open(hsm, &s);
+	if (rc)
+		goto out;
+	/* Every ID must be new: checked before any key is made. */
+	rc = kms_ks_txn_begin(ks, 1, &txn);
+	if (rc)
+		goto out;
+	for (i = 0; !rc && i < b.total; i++) {
+		if (bulk_id(&b, i, id) < 0 || kms_id_from_str(id, &kid)) {
+			rc = KMS_ERR_INVAL;
+			break;
+		}
+		rc = kms_ks_party_get(txn, &kid, &old);
+		if (rc == KMS_OK && !taken++)
+			snprintf(first, sizeof(first), "%s", id);
+		if (rc == KMS_OK || rc == KMS_ERR_NOTFOUND)
+			rc = KMS_OK;
+	}
+	kms_ks_txn_abort(txn);
+	txn = NULL;
+	if (rc)
+		goto out;
+	if (taken) {
+		fprintf(stderr, "kmsctl: %s is already enrolled (%zu of the %zu "
+			"identities are); %s not written\n", first, taken,
+			b.total, a->out);
+		rc = KMS_ERR_EXISTS;
+		goto out;
+	}
+
+	fd = open(a->out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		err = errno;
+		fprintf(stderr, "kmsctl: %s: %s%s\n", a->out, strerror(err),
+			err == EEXIST ? ": refusing to overwrite it" : "");
+		rc = err == EEXIST ? KMS_ERR_EXISTS : KMS_ERR_IO;
+		goto out;
+	}
+	created = 1;
+	/* O_CREAT's mode went through the umask: make it exactly 0600. */
+	if (fchmod(fd, 0600) != 0) {
+		rc = KMS_ERR_IO;
+		goto out;
+	}
+	rc = kms_secmem_create(sizeof(*sec), 1, &sm);
+	if (rc)
+		goto out;
+	sec = kms_secmem_alloc(sm);
+	if (!sec) {
+		rc = KMS_ERR_NOMEM;
+		goto out;
+	}
+	/* The whole file, durable, before the first record: a record without
+	 * a handed-out key is harmless, a handed-out key without a record is
+	 * confusing (as in enroll). */
+	rc = bulk_write(&b, s, sec, fd, parties, tty);
+	kms_secmem_destroy(sm);
+	sm = NULL;
+	if (!rc) {
+		rc = close(fd) == 0 ? KMS_OK : KMS_ERR_IO;
+		fd = -1;
+	}
+	if (!rc)
+		rc = sync_dir_of(a->out);
+	if (rc) {
+		fprintf(stderr, "kmsctl: cannot write %s: %s\n", a->out,
+			kms_strerror(rc));
+		goto out;
+	}
+
+	rc = bulk_commit(&b, ks, parties, &done, tty);
+	if (rc && done) {
+		fprintf(stderr, "kmsctl: enroll-bulk failed: %s; enrolled %zu "
+			"of the %zu parties, the first %zu of %s (kept: their "
+			"keys exist only there)\n", kms_strerror(rc), done,
+			b.total, done, a->out);
+		goto out;
+	}
+	if (!rc)
+		printf("enrolled %u users and %u AS; population written to %s\n",
+		       b.nusers, b.nas, a->out);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc && !done) {
+		if (created)
+			unlink(a->out);
+		fprintf(stderr, "kmsctl: enroll-bulk failed: %s; nothing enrolled%s\n",
+			kms_strerror(rc), created ? ", population file removed" : "");
+	}
+	kms_secmem_destroy(sm);
+	free(parties);
+	kms_hsm_session_close(s);
+	kms_ks_close(ks);
+	kms_hsm_close(hsm);
+	return rc ? 1 : 0;
+}
+
 static int cmd_revoke(struct args *a)
 {
 	struct kms_ks *ks = NULL;
@@ -459,6 +854,10 @@ int main(int argc, char **argv)
 		{ "impi", required_argument, NULL, 'm' },
 		{ "naf-fqdn", required_argument, NULL, 'n' },
 		{ "ua-id", required_argument, NULL, 'u' },
+		{ "users", required_argument, NULL, 'U' },
+		{ "as", required_argument, NULL, 'A' },
+		{ "domain", required_argument, NULL, 'D' },
+		{ "id-len", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -482,6 +881,10 @@ int main(int argc, char **argv)
 		case 'm': a.impi = optarg; break;
 		case 'n': a.naf_fqdn = optarg; break;
 		case 'u': a.ua_hex = optarg; break;
+		case 'U': a.users = optarg; break;
+		case 'A': a.nas = optarg; break;
+		case 'D': a.domain = optarg; break;
+		case 'L': a.id_len = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -502,6 +905,8 @@ int main(int argc, char **argv)
 		return cmd_init(&a);
 	if (!strcmp(cmd, "enroll"))
 		return cmd_enroll(&a);
+	if (!strcmp(cmd, "enroll-bulk"))
+		return cmd_enroll_bulk(&a);
 	if (!strcmp(cmd, "revoke"))
 		return cmd_revoke(&a);
 	if (!strcmp(cmd, "show") || !strcmp(cmd, "list") || !strcmp(cmd, "audit"))

@@ -15,6 +15,7 @@ PKGS=(
   python3 python3-cryptography procps iproute2  # test scripts
   libdpdk-dev                                 # kmsd --io dpdk
   dpdk dpdk-dev ethtool                       # DPDK e2e: dpdk-testpmd, veth checksum offload off
+  gnuplot-nox                                 # kms-loadgen plots
 )
 
 SUDO=""
