@@ -1356,7 +1356,7 @@ int main(int argc, char **argv)
 				dpdk = true;
 		if (dpdk) {
 #ifdef LG_WITH_DPDK
-			if (rte_eal_init(eal_args) < 0)
+			if (rte_eal_init(eal_args, argv) < 0)
 				die("rte_eal_init failed (check the EAL arguments "
 				    "before --)");
 #else
