@@ -17,6 +17,9 @@ void kms_config_defaults(struct kms_config *cfg)
 	snprintf(cfg->kek_label, sizeof(cfg->kek_label), "kms-kek");
 	snprintf(cfg->store_path, sizeof(cfg->store_path), "/var/lib/kms/store");
 	cfg->map_size_mb = 1024;
+	snprintf(cfg->retrieve_records, sizeof(cfg->retrieve_records), "durable");
+	cfg->deferred_flush_ms = 20;
+	cfg->deferred_max = 4096;
 	snprintf(cfg->io, sizeof(cfg->io), "socket");
 	snprintf(cfg->listen, sizeof(cfg->listen), "127.0.0.1");
 	cfg->port = 7430;
@@ -57,6 +60,9 @@ static const struct field fields[] = {
 	STR("hsm", "pin_file", pin_file),
 	STR("store", "path", store_path),
 	NUM("store", "map_size_mb", K_SIZE, map_size_mb, 1, 1024ul * 1024),
+	STR("store", "retrieve_records", retrieve_records),
+	NUM("store", "deferred_flush_ms", K_U32, deferred_flush_ms, 1, 60000),
+	NUM("store", "deferred_max", K_U32, deferred_max, 16, 1u << 20),
 	STR("net", "io", io),
 	STR("net", "listen", listen),
 	NUM("net", "port", K_U16, port, 0, 65535),
@@ -202,6 +208,20 @@ int kms_config_validate(const struct kms_config *cfg, char *errbuf,
 				 "dpdk.ipv6 empty or an IPv6 address");
 			return KMS_ERR_CONFIG;
 		}
+	}
+	if (strcmp(cfg->retrieve_records, "durable") &&
+	    strcmp(cfg->retrieve_records, "deferred")) {
+		snprintf(errbuf, errlen, "store.retrieve_records: '%s' is not durable|deferred",
+			 cfg->retrieve_records);
+		return KMS_ERR_CONFIG;
+	}
+	/* A limited retrieval count gates the answer: it must be durable
+	 * before the key leaves (docs/ARCHITECTURE.md). */
+	if (!strcmp(cfg->retrieve_records, "deferred") && cfg->policy.max_retrievals) {
+		snprintf(errbuf, errlen, "store.retrieve_records = deferred needs "
+			 "policy.max_retrievals = 0 (a limited count must be durable "
+			 "before the answer)");
+		return KMS_ERR_CONFIG;
 	}
 	if (strcmp(cfg->crypto_mode, "offload")) {
 		snprintf(errbuf, errlen, "crypto.mode: '%s' is not available (only 'offload' in this build)",

@@ -31,6 +31,9 @@ struct kms_config {
 	/* [store] */
 	char store_path[KMS_CFG_STR];
 	size_t map_size_mb;
+	char retrieve_records[16];    /**< "durable" or "deferred" */
+	uint32_t deferred_flush_ms;   /**< deferred: commit at least this often */
+	uint32_t deferred_max;        /**< deferred: ... or at this many records */
 	/* [net] */
 	char io[16];                  /**< "socket" or "dpdk" */
 	char listen[64];

@@ -40,6 +40,7 @@ struct pending {
 	uint16_t status;
 	uint8_t drop;              /* 1: no reply */
 	uint8_t write_pair;        /* deposit: pair record to store */
+	uint8_t deferred;          /* retrieve: records wait in w->dfr */
 	uint8_t audit_event;
 	uint8_t pair_hash[KMS_PAIR_HASH_LEN];
 	uint32_t recip_gen;
@@ -62,7 +63,20 @@ struct kms_worker {
 	struct kms_hasher *hasher;
 	struct kms_ks_txn *rtxn;   /* kept; renewed per batch, reset after */
 	struct pending *pend;      /* batch_max entries */
+	/* Deferred RETRIEVE records (cfg.deferred_max > 0): answered, not
+	 * yet durable. */
+	struct deferred *dfr;
+	unsigned ndfr;
+	uint64_t dfr_oldest_ms;
 	struct kms_stats st;
+};
+
+struct deferred {
+	struct kms_audit a;
+	uint64_t nonce_expiry;
+	uint8_t role;
+	uint8_t nonce[KMS_NONCE_LEN];
+	uint8_t pair_prefix[KMS_PAIR_HASH_LEN];
 };
 
 /* Counters are written by their worker only and read by others: a relaxed
@@ -194,6 +208,11 @@ int kms_worker_create(struct kms_engine *e, unsigned id, struct kms_worker **out
 	w->hasher = kms_hasher_new();
 	if (!w->pend || !w->hasher)
 		goto err;
+	if (e->cfg.deferred_max) {
+		w->dfr = calloc(e->cfg.deferred_max, sizeof(*w->dfr));
+		if (!w->dfr)
+			goto err;
+	}
 	rc = kms_replay_create(e->cfg.replay_capacity, &w->replay);
 	if (rc)
 		goto err;
@@ -217,10 +236,18 @@ err:
 	return rc;
 }
 
+static void flush_deferred(struct kms_worker *w, uint64_t now);
+
 void kms_worker_destroy(struct kms_worker *w)
 {
 	if (!w)
 		return;
+	if (w->ndfr)
+		flush_deferred(w, w->e->cfg.now_ms(w->e->cfg.now_arg));
+	if (w->ndfr)
+		KMS_ERR("worker %u: %u deferred RETRIEVE records could not be "
+			"committed at exit", w->id, w->ndfr);
+	free(w->dfr);
 	if (w->crypto)
 		w->e->crypto->destroy(w->crypto);
 	kms_hsm_session_close(w->hsm);
@@ -564,7 +591,96 @@ out:
 	return st;
 }
 
-/* Phase 2: one durable write transaction for the whole batch. */
+static void fill_audit(const struct pending *p, uint64_t now,
+		       struct kms_audit *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->event = p->audit_event;
+	a->time_ms = now;
+	a->k_gen = p->dep.k_gen;
+	memcpy(a->key_id, p->key_id, KMS_KEY_ID_LEN);
+	memcpy(a->actor, p->actor, p->actor_len);
+	a->actor_len = p->actor_len;
+	memcpy(a->id_a, p->dep.id_a, p->dep.id_a_len);
+	a->id_a_len = p->dep.id_a_len;
+	memcpy(a->id_b, p->dep.id_b, p->dep.id_b_len);
+	a->id_b_len = p->dep.id_b_len;
+}
+
+/* Write the deferred RETRIEVE records into @p txn. */
+static int put_deferred(struct kms_worker *w, struct kms_ks_txn *txn)
+{
+	int rc = KMS_OK;
+
+	for (unsigned i = 0; rc == KMS_OK && i < w->ndfr; i++) {
+		const struct deferred *d = &w->dfr[i];
+
+		rc = kms_ks_audit_append(txn, &d->a);
+		if (rc == KMS_OK)
+			rc = kms_ks_nonce_put(txn, d->nonce_expiry, d->role,
+					      d->nonce, d->pair_prefix);
+	}
+	return rc;
+}
+
+static void deferred_done(struct kms_worker *w)
+{
+	STAT_ADD(w, deferred_records, w->ndfr);
+	explicit_bzero(w->dfr, w->ndfr * sizeof(*w->dfr));
+	w->ndfr = 0;
+}
+
+/* Commit the deferred RETRIEVE records on their own. On failure they stay
+ * (a later flush retries; new RETRIEVEs go durable meanwhile). */
+static void flush_deferred(struct kms_worker *w, uint64_t now)
+{
+	struct kms_ks_txn *txn = NULL;
+	int rc;
+
+	rc = kms_ks_txn_begin(w->e->ks, 0, &txn);
+	if (rc == KMS_OK)
+		rc = put_deferred(w, txn);
+	if (rc == KMS_OK) {
+		int purged = kms_ks_nonce_purge(txn, now, 2 * w->ndfr);
+
+		rc = purged < 0 ? purged : KMS_OK;
+	}
+	if (rc == KMS_OK)
+		rc = kms_ks_txn_commit(txn);
+	else if (txn)
+		kms_ks_txn_abort(txn);
+	STAT_INC(w, deferred_flushes);
+	if (rc == KMS_OK) {
+		deferred_done(w);
+		return;
+	}
+	STAT_INC(w, deferred_failures);
+	KMS_ERR("worker %u: commit of %u deferred RETRIEVE records failed: %s",
+		w->id, w->ndfr, kms_strerror(rc));
+}
+
+/* After admission: answer an admitted RETRIEVE without waiting for the
+ * commit, its records kept for later (deferred mode, room left). */
+static void defer(struct kms_worker *w, struct pending *p, uint64_t now)
+{
+	struct deferred *d;
+
+	if (!w->dfr || p->kind != KMS_RK_RETRIEVE || p->status != KMS_ST_OK ||
+	    w->ndfr >= w->e->cfg.deferred_max)
+		return;
+	d = &w->dfr[w->ndfr];
+	fill_audit(p, now, &d->a);
+	d->nonce_expiry = replay_expiry(w, &p->req.tok_x);
+	d->role = p->req.tok_x.role;
+	memcpy(d->nonce, p->req.tok_x.nonce, KMS_NONCE_LEN);
+	memcpy(d->pair_prefix, p->pair_hash, sizeof(d->pair_prefix));
+	if (!w->ndfr++)
+		w->dfr_oldest_ms = now;
+	p->deferred = 1;
+}
+
+/* Phase 2: one durable write transaction for the whole batch, with the
+ * deferred records that wait. */
 static void record(struct kms_worker *w, unsigned n, uint64_t now)
 {
 	struct kms_ks_txn *txn = NULL;
@@ -573,7 +689,7 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 	int rc;
 
 	for (unsigned i = 0; i < n; i++)
-		todo += w->pend[i].status == KMS_ST_OK;
+		todo += w->pend[i].status == KMS_ST_OK && !w->pend[i].deferred;
 	if (!todo)
 		return;
 	rc = kms_ks_txn_begin(w->e->ks, 0, &txn);
@@ -581,7 +697,7 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 		struct pending *p = &w->pend[i];
 		struct kms_audit a;
 
-		if (p->status != KMS_ST_OK)
+		if (p->status != KMS_ST_OK || p->deferred)
 			continue;
 		if (p->kind == KMS_RK_DEPOSIT) {
 			/* A later request of the batch may re-use this pair:
@@ -596,17 +712,7 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 		} else {
 			kms_ks_deposit_put(txn, p->key_id, &p->dep, 1);
 		}
-		memset(&a, 0, sizeof(a));
-		a.event = p->audit_event;
-		a.time_ms = now;
-		a.k_gen = p->dep.k_gen;
-		memcpy(a.key_id, p->key_id, KMS_KEY_ID_LEN);
-		memcpy(a.actor, p->actor, p->actor_len);
-		a.actor_len = p->actor_len;
-		memcpy(a.id_a, p->dep.id_a, p->dep.id_a_len);
-		a.id_a_len = p->dep.id_a_len;
-		memcpy(a.id_b, p->dep.id_b, p->dep.id_b_len);
-		a.id_b_len = p->dep.id_b_len;
+		fill_audit(p, now, &a);
 		rc = kms_ks_audit_append(txn, &a);
 		if (rc)
 			break; /* no key leaves without its audit record */
@@ -616,10 +722,13 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 				      p->req.tok_x.role, p->req.tok_x.nonce,
 				      p->pair_hash);
 	}
+	/* The deferred records ride along (this batch's own too). */
+	if (rc == KMS_OK && w->ndfr)
+		rc = put_deferred(w, txn);
 	/* Keep the nonce table bounded: drop at least as many expired
 	 * entries as this batch adds. */
 	if (rc == KMS_OK) {
-		int purged = kms_ks_nonce_purge(txn, now, 2 * n);
+		int purged = kms_ks_nonce_purge(txn, now, 2 * (n + w->ndfr));
 		rc = purged < 0 ? purged : KMS_OK;
 	}
 	if (rc == KMS_OK)
@@ -629,6 +738,8 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 	STAT_INC(w, commits);
 	if (rc == KMS_OK) {
 		STAT_ADD(w, committed_requests, todo);
+		if (w->ndfr)
+			deferred_done(w);
 		return;
 	}
 	STAT_INC(w, commit_failures);
@@ -636,7 +747,7 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 	KMS_ERR("worker %u: commit of %u requests failed: %s", w->id, todo,
 		kms_strerror(rc));
 	for (unsigned i = 0; i < n; i++)
-		if (w->pend[i].status == KMS_ST_OK)
+		if (w->pend[i].status == KMS_ST_OK && !w->pend[i].deferred)
 			w->pend[i].status = fail;
 }
 
@@ -693,6 +804,11 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 	int rc;
 
 	now = w->e->cfg.now_ms(w->e->cfg.now_arg);
+	/* Deferred records due: the oldest waited long enough, or the buffer
+	 * is full (then RETRIEVEs would go durable one batch at a time). */
+	if (w->ndfr && (w->ndfr >= w->e->cfg.deferred_max ||
+			now - w->dfr_oldest_ms >= w->e->cfg.deferred_flush_ms))
+		flush_deferred(w, now);
 	/* Key id salt and keybox IVs for the whole batch in one call; without
 	 * fresh IVs nothing may be sealed, so the batch is refused. */
 	if (RAND_bytes(&rnd[0][0], (int)(n * sizeof(rnd[0]))) != 1)
@@ -708,6 +824,7 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 		p->kind = KMS_RK_OTHER;
 		msgs[i].resp_len = 0;
 		p->status = admit(w, rtxn, p, &msgs[i], now, rnd[i]);
+		defer(w, p, now);
 	}
 	if (rc)
 		KMS_ERR("worker %u: batch refused: %s", w->id, kms_strerror(rc));
@@ -774,7 +891,12 @@ unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
 unsigned kms_worker_idle(struct kms_worker *w, unsigned max)
 {
 	const struct kms_crypto_ops *ops = w->e->crypto;
-	unsigned made = ops->refill ? ops->refill(w->crypto, max) : 0;
+	unsigned made;
+
+	/* Nothing to serve: make the deferred records durable now. */
+	if (w->ndfr)
+		flush_deferred(w, w->e->cfg.now_ms(w->e->cfg.now_arg));
+	made = ops->refill ? ops->refill(w->crypto, max) : 0;
 
 	if (made)
 		__atomic_store_n(&w->st.hsm_calls, kms_hsm_session_calls(w->hsm),

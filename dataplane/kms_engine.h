@@ -46,6 +46,14 @@ struct kms_engine_config {
 	uint32_t cache_keys;         /**< >= KMS_ENGINE_CACHE_MIN(batch_max) */
 	unsigned nworkers;
 	unsigned batch_max;          /**< requests per batch (one commit), 1..256 */
+	/** 0: a RETRIEVE's audit record and nonce are committed durably
+	 *  before its answer. N > 0 ("deferred"): they wait, at most N per
+	 *  worker, and are committed durably with the worker's next DEPOSIT
+	 *  batch, when N wait, when the oldest waited deferred_flush_ms, when
+	 *  the worker is idle, and when it is destroyed. Requires
+	 *  policy.max_retrievals == 0. See docs/ARCHITECTURE.md. */
+	unsigned deferred_max;
+	uint32_t deferred_flush_ms;
 	/** Clock (ms since the epoch); NULL = CLOCK_REALTIME. Tests set it. */
 	uint64_t (*now_ms)(void *arg);
 	void *now_arg;
@@ -80,6 +88,8 @@ struct kms_stats {
 	uint64_t cache_hits, cache_misses, cache_evictions, keys_pooled;
 	uint64_t hsm_calls;
 	uint64_t replay_busy;
+	uint64_t deferred_records;   /**< RETRIEVE records committed late */
+	uint64_t deferred_flushes, deferred_failures;
 };
 
 /** @return KMS_OK, KMS_ERR_CONFIG (unknown crypto mode), KMS_ERR_NOMEM. */

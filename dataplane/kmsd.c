@@ -80,6 +80,11 @@ static void print_engine_stats(const struct kms_stats *st)
 		(unsigned long long)st->cache_hits, (unsigned long long)st->cache_misses,
 		(unsigned long long)st->hsm_calls,
 		(unsigned long long)st->drops[KMS_DROP_NOT_KMS]);
+	printf("kmsd: stats: deferred_records=%llu deferred_flushes=%llu "
+	       "deferred_failures=%llu\n",
+	       (unsigned long long)st->deferred_records,
+	       (unsigned long long)st->deferred_flushes,
+	       (unsigned long long)st->deferred_failures);
 	for (unsigned k = 0; k < KMS_RK__COUNT; k++)
 		for (unsigned s = 0; s < KMS_ST__COUNT; s++)
 			if (st->by_status[k][s])
@@ -125,9 +130,10 @@ static int run_socket(const struct kms_config *cfg, struct kms_engine *eng)
 			rc == KMS_ERR_NOTFOUND ? " (no KEK in the token: run `kmsctl init`)" : "");
 		return rc;
 	}
-	KMS_INFO("ready: udp %s:%u, %u workers, batch %u, crypto %s, store %s",
-		 cfg->listen, kms_sockio_port(io), cfg->workers, cfg->batch,
-		 cfg->crypto_mode, cfg->store_path);
+	KMS_INFO("ready: udp %s:%u, %u workers, batch %u, crypto %s, store %s, "
+		 "retrieve records %s", cfg->listen, kms_sockio_port(io),
+		 cfg->workers, cfg->batch, cfg->crypto_mode, cfg->store_path,
+		 cfg->retrieve_records);
 	while (sigwait(&stop_set, &sig) != 0)
 		;
 	KMS_INFO("stopping on %s: draining queued requests", strsignal(sig));
@@ -346,6 +352,9 @@ int main(int argc, char **argv)
 		.replay_capacity = cfg.replay_capacity,
 		.cache_keys = cfg.cache_keys, .nworkers = cfg.workers,
 		.batch_max = cfg.batch,
+		.deferred_max = strcmp(cfg.retrieve_records, "deferred") ? 0
+								  : cfg.deferred_max,
+		.deferred_flush_ms = cfg.deferred_flush_ms,
 	};
 
 	if (kms_hsm_open(&hc, &hsm))

@@ -78,6 +78,18 @@ static void test_errors_name_line(void **state)
 	assert_int_equal(load("[crypto]\nmode = magic\n", &cfg, err, sizeof(err)), KMS_ERR_CONFIG);
 	assert_non_null(strstr(err, "crypto.mode"));
 	assert_int_equal(load("[net\nport = 1\n", &cfg, err, sizeof(err)), KMS_ERR_CONFIG);
+	/* Deferred RETRIEVE records: only with an unlimited retrieval count. */
+	assert_int_equal(load("[store]\nretrieve_records = deferred\n", &cfg, err,
+			      sizeof(err)), KMS_OK);
+	assert_string_equal(cfg.retrieve_records, "deferred");
+	assert_int_equal(kms_config_validate(&cfg, err, sizeof(err)), KMS_OK);
+	assert_int_equal(load("[store]\nretrieve_records = deferred\n[policy]\n"
+			      "max_retrievals = 1\n", &cfg, err, sizeof(err)),
+			 KMS_ERR_CONFIG);
+	assert_non_null(strstr(err, "max_retrievals = 0"));
+	assert_int_equal(load("[store]\nretrieve_records = later\n", &cfg, err,
+			      sizeof(err)), KMS_ERR_CONFIG);
+	assert_non_null(strstr(err, "store.retrieve_records"));
 	assert_int_equal(kms_config_load(&cfg, "/nonexistent/kms.conf", err, sizeof(err)),
 			 KMS_ERR_IO);
 }

@@ -1007,6 +1007,118 @@ static void durable_before_answer(void **state)
 	assert_int_equal(r.rep.r.expiry_ms, d.expiry_ms);
 }
 
+/* ------------------------------- 9b. deferred RETRIEVE records (opt-in) */
+
+/* Restart with deferred RETRIEVE records: at most @p max wait, for at
+ * most @p ms. */
+static void deferred_start(struct efx *f, unsigned max, uint32_t ms)
+{
+	struct kms_policy pol = efx_policy();
+
+	f->deferred_max = max;
+	f->deferred_flush_ms = ms;
+	efx_reconfigure(f, &pol, 1);
+}
+
+/*
+ * A RETRIEVE is answered before its audit record and nonce are durable;
+ * they become durable when the worker idles, and until then the replay
+ * window in memory still refuses the token.
+ */
+static void deferred_answer_then_idle(void **state)
+{
+	struct efx *f = *state;
+	struct efx_dep d;
+	struct efx_ret r;
+	struct efx_reply rep;
+	struct kms_stats st;
+
+	deferred_start(f, 8, 1000);
+	assert_int_equal(efx_deposit(f, &d, PT(P_A), PT(P_B), PT(P_AS)), KMS_ST_OK);
+	assert_int_equal(efx_counts(f).audit, 1);           /* DEPOSIT: durable */
+	assert_int_equal(efx_counts(f).nonces, 1);
+	assert_int_equal(efx_retrieve(f, &r, &d, PT(P_B)), KMS_ST_OK);
+	assert_memory_equal(r.k, d.k, KMS_KEY_LEN);
+	assert_int_equal(efx_counts(f).audit, 1);           /* not yet */
+	assert_int_equal(efx_counts(f).nonces, 1);
+	assert_int_equal(efx_run1(f, &r.req, &rep), KMS_ST_REPLAY);
+	kms_worker_idle(f->w[0], 0);
+	assert_int_equal(efx_counts(f).audit, 2);           /* now durable */
+	assert_int_equal(efx_counts(f).nonces, 2);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_records, 1);
+	assert_int_equal(st.deferred_failures, 0);
+	/* And they survive a restart: the replay stays refused. */
+	efx_restart(f, 0);
+	assert_int_equal(efx_run1(f, &r.req, &rep), KMS_ST_REPLAY);
+}
+
+/* The oldest deferred record waits at most deferred_flush_ms: the first
+ * batch after that commits them first. */
+static void deferred_flush_by_age(void **state)
+{
+	struct efx *f = *state;
+	struct efx_dep d;
+	struct efx_ret r1, r2;
+
+	deferred_start(f, 64, 50);
+	assert_int_equal(efx_deposit(f, &d, PT(P_A), PT(P_B), PT(P_AS)), KMS_ST_OK);
+	assert_int_equal(efx_retrieve(f, &r1, &d, PT(P_B)), KMS_ST_OK);
+	f->now += 49;
+	assert_int_equal(efx_retrieve(f, &r2, &d, PT(P_B)), KMS_ST_OK);
+	assert_int_equal(efx_counts(f).audit, 1);           /* 49 ms: both wait */
+	f->now += 1;
+	assert_int_equal(efx_retrieve(f, &r2, &d, PT(P_B)), KMS_ST_OK);
+	assert_int_equal(efx_counts(f).audit, 3);           /* 50 ms: flushed */
+	assert_int_equal(efx_counts(f).nonces, 3);
+}
+
+/* At most deferred_max wait: a full buffer is committed before the next
+ * batch, and a DEPOSIT batch takes the waiting records with it. */
+static void deferred_flush_by_size_and_deposit(void **state)
+{
+	struct efx *f = *state;
+	struct efx_dep d, d2;
+	struct efx_ret r;
+	struct efx_audit_scan sc;
+
+	deferred_start(f, 4, 60000);
+	assert_int_equal(efx_deposit(f, &d, PT(P_A), PT(P_B), PT(P_AS)), KMS_ST_OK);
+	for (int i = 0; i < 4; i++) {
+		f->now++;
+		assert_int_equal(efx_retrieve(f, &r, &d, PT(P_B)), KMS_ST_OK);
+		assert_memory_equal(r.k, d.k, KMS_KEY_LEN);
+	}
+	assert_int_equal(efx_counts(f).audit, 1);
+	f->now++;
+	assert_int_equal(efx_retrieve(f, &r, &d, PT(P_B)), KMS_ST_OK);
+	assert_int_equal(efx_counts(f).audit, 5);           /* 4 flushed first */
+	/* One waits; a DEPOSIT's durable commit carries it. */
+	f->now++;
+	assert_int_equal(efx_deposit(f, &d2, PT(P_C), PT(P_D), PT(P_AS)), KMS_ST_OK);
+	assert_int_equal(efx_counts(f).audit, 7);
+	efx_audit_scan(f, d.k, &sc);
+	assert_int_equal(sc.key_retrieve, 5);
+	assert_int_equal(sc.with_k, 0);                     /* never K itself */
+}
+
+/* Graceful stop commits what waits; the deposit's K is durable anyway. */
+static void deferred_flushed_at_stop(void **state)
+{
+	struct efx *f = *state;
+	struct efx_dep d;
+	struct efx_ret r, r2;
+
+	deferred_start(f, 64, 60000);
+	assert_int_equal(efx_deposit(f, &d, PT(P_A), PT(P_B), PT(P_AS)), KMS_ST_OK);
+	assert_int_equal(efx_retrieve(f, &r, &d, PT(P_B)), KMS_ST_OK);
+	assert_int_equal(efx_counts(f).audit, 1);
+	efx_restart(f, 0);
+	assert_int_equal(efx_counts(f).audit, 2);
+	assert_int_equal(efx_retrieve(f, &r2, &d, PT(P_B)), KMS_ST_OK);
+	assert_memory_equal(r2.k, d.k, KMS_KEY_LEN);
+}
+
 /* ---------------------------------------------- 10. store full */
 
 #define FULL_MAX 2000
@@ -1443,6 +1555,10 @@ int main(void)
 		T(reuse_max_age),
 		T(reuse_within_batch),
 		T(durable_before_answer),
+		T(deferred_answer_then_idle),
+		T(deferred_flush_by_age),
+		T(deferred_flush_by_size_and_deposit),
+		T(deferred_flushed_at_stop),
 		cmocka_unit_test_setup_teardown(store_full, efx_cm_setup_tiny,
 						efx_cm_teardown),
 		T(malformed),
