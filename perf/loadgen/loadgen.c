@@ -344,8 +344,13 @@ static void seed(struct lg *g)
 			d[i].buf = req[i];
 			d[i].len = (uint16_t)l;
 		}
-		if (g->io->send(g->io, d, n) < 0)
-			die("seed: send failed");
+		{
+			int k = g->io->send(g->io, d, n);
+
+			if (k < 0)
+				die("seed: send failed");
+			n = (unsigned)k;        /* the rest are built again */
+		}
 		/* Collect for up to the timeout; keep what verified. */
 		unsigned okmask_n = 0;
 		uint8_t okv[BURST] = { 0 };
