@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "kms_dpdk.h"
+#include "kms_pkt_mbuf.h"
 #include "quiesce.h"
 #include "kms_log.h"
 #include "kms_proto.h"
@@ -82,22 +83,6 @@ static struct kms_pkt_info *pinfo(struct rte_mbuf *m)
 	return rte_mbuf_to_priv(m);
 }
 
-/* The NIC's checksum verdicts, bit for bit (GOOD|BAD together = NONE). */
-static unsigned pkt_flags_rx(const struct rte_mbuf *m)
-{
-	unsigned f = 0;
-
-	if (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_GOOD)
-		f |= KMS_PKT_RX_IP_CSUM_GOOD;
-	if (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_BAD)
-		f |= KMS_PKT_RX_IP_CSUM_BAD;
-	if (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_GOOD)
-		f |= KMS_PKT_RX_L4_CSUM_GOOD;
-	if (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_BAD)
-		f |= KMS_PKT_RX_L4_CSUM_BAD;
-	return f;
-}
-
 /*
  * Classify one frame. @return 1 if it is a request (its info is in the
  * mbuf's private area), 0 if it was consumed: a built ARP/NA reply is
@@ -117,7 +102,7 @@ static int classify(struct kms_dp *dp, struct counters *c, struct rte_mbuf *m,
 		return 0;
 	}
 	v = kms_pkt_classify(&dp->cfg.addr, frame, m->data_len, cap,
-			     pkt_flags_rx(m), info);
+			     kms_pkt_rx_flags(m), info);
 	if (v == KMS_PKT_REQUEST)
 		return 1;
 	if (kms_pkt_is_drop(v)) {

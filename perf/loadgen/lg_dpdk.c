@@ -44,6 +44,7 @@
 #include <rte_pause.h>
 
 #include "kms_pkt.h"
+#include "kms_pkt_mbuf.h"
 #include "lg_io.h"
 
 #define LG_BURST 64
@@ -267,22 +268,6 @@ static inline void put16(uint8_t *p, uint16_t v)
 	p[1] = (uint8_t)v;
 }
 
-/* The NIC's checksum verdicts, as kmsd maps them (GOOD|BAD = NONE). */
-static unsigned rx_flags(const struct rte_mbuf *m)
-{
-	unsigned f = 0;
-
-	if (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_GOOD)
-		f |= KMS_PKT_RX_IP_CSUM_GOOD;
-	if (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_BAD)
-		f |= KMS_PKT_RX_IP_CSUM_BAD;
-	if (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_GOOD)
-		f |= KMS_PKT_RX_L4_CSUM_GOOD;
-	if (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_BAD)
-		f |= KMS_PKT_RX_L4_CSUM_BAD;
-	return f;
-}
-
 static uint64_t ms_cycles(uint64_t ms)
 {
 	return rte_get_timer_hz() / 1000 * ms;
@@ -439,7 +424,7 @@ static unsigned rx_once(struct lg_dpdk *p, struct lg_dgram *d, unsigned n)
 		}
 		v = kms_pkt_classify(&p->cfg, f, m->data_len,
 				     (size_t)m->buf_len - m->data_off,
-				     rx_flags(m), &pi);
+				     kms_pkt_rx_flags(m), &pi);
 		switch (v) {
 		case KMS_PKT_REQUEST:
 			if (!from_kms(p, f, &pi))
