@@ -52,6 +52,7 @@
 #define MBUFS_DEFAULT 8191
 #define MBUFS_MIN 511
 #define MBUFS_MAX (1u << 20)
+#define LG_QUEUES_MAX 64
 #define MP_CACHE 256
 #define LINK_WAIT_MS 5000
 #define RESOLVE_MS 5000
@@ -78,6 +79,8 @@ struct lg_dpdk {
 	struct kms_pkt_cfg cfg;         /* us: mac, ip(s), udp_port = sport */
 	struct kms_pkt_flow flow;       /* us -> the KMS */
 	uint16_t kms_port;
+	uint16_t nq;                    /* RX queues polled (TX on queue 0) */
+	uint16_t next_rxq;
 	uint64_t rx, rx_kms, tx, tx_full, tx_nombuf;
 	uint64_t arp_sent, arp_answered, nd_sent, nd_answered;
 	uint64_t not_from_kms, too_long, early, neigh_replies;
@@ -87,7 +90,7 @@ struct lg_dpdk {
 /* ---- spec ---------------------------------------------------------------- */
 
 struct spec {
-	unsigned long port, kms_port, sport, mbufs;
+	unsigned long port, kms_port, sport, mbufs, queues;
 	bool has_ip4, has_ip6, has_kms_ip4, has_kms_ip6, has_kms_mac;
 	uint8_t ip4[4], ip6[16], kms_ip4[4], kms_ip6[16];
 	uint8_t kms_mac[KMS_PKT_ETH_ALEN];
@@ -154,13 +157,14 @@ static int parse_spec(const char *spec, struct spec *s)
 	unsigned seen = 0;
 	static const char *const keys[] = {
 		"port", "ip", "ip6", "kms-ip", "kms-ip6", "kms-port", "sport",
-		"kms-mac", "mbufs",
+		"kms-mac", "mbufs", "queues",
 	};
 
 	memset(s, 0, sizeof(*s));
 	s->kms_port = 7430;
 	s->sport = 40000;
 	s->mbufs = MBUFS_DEFAULT;
+	s->queues = 1;
 	if (!spec || !*spec) {
 		ERR("--dpdk: empty spec (expected port=0,ip=A,kms-ip=B,...)\n");
 		return -1;
@@ -186,7 +190,8 @@ static int parse_spec(const char *spec, struct spec *s)
 				break;
 		if (k == RTE_DIM(keys)) {
 			ERR("--dpdk: unknown key \"%s\" (known: port, ip, ip6, "
-			    "kms-ip, kms-ip6, kms-port, sport, kms-mac, mbufs)\n",
+			    "kms-ip, kms-ip6, kms-port, sport, kms-mac, mbufs, "
+			    "queues)\n",
 			    tok);
 			return -1;
 		}
@@ -226,6 +231,9 @@ static int parse_spec(const char *spec, struct spec *s)
 			break;
 		case 8:
 			rc = parse_ulong(tok, v, MBUFS_MIN, MBUFS_MAX, &s->mbufs);
+			break;
+		case 9:
+			rc = parse_ulong(tok, v, 1, LG_QUEUES_MAX, &s->queues);
 			break;
 		}
 		if (rc)
@@ -408,8 +416,12 @@ static unsigned rx_once(struct lg_dpdk *p, struct lg_dgram *d, unsigned n)
 	struct rte_mbuf *pkts[LG_BURST], *tx[LG_BURST], *done[LG_BURST];
 	unsigned k, got = 0, ntx = 0, ndone = 0;
 
-	k = rte_eth_rx_burst(p->port, 0, pkts,
+	/* A peer with one queue per worker (kmsd) answers on the queue of
+	 * the worker that served: poll them all, in turn. */
+	k = rte_eth_rx_burst(p->port, p->next_rxq, pkts,
 			     (uint16_t)(n && n < LG_BURST ? n : LG_BURST));
+	if (++p->next_rxq == p->nq)
+		p->next_rxq = 0;
 	p->rx += k;
 	for (unsigned i = 0; i < k; i++) {
 		struct rte_mbuf *m = pkts[i];
@@ -739,7 +751,7 @@ static int port_setup(struct lg_dpdk *p, unsigned long mbufs)
 				       RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
 	}
 	conf.rxmode.offloads = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_CHECKSUM;
-	rc = rte_eth_dev_configure(p->port, 1, 1, &conf);
+	rc = rte_eth_dev_configure(p->port, p->nq, p->nq, &conf);
 	if (rc) {
 		ERR("configure port %u (%s): %s\n", p->port, info.driver_name,
 		    rte_strerror(-rc));
@@ -751,18 +763,23 @@ static int port_setup(struct lg_dpdk *p, unsigned long mbufs)
 		ERR("port %u: descriptors: %s\n", p->port, rte_strerror(-rc));
 		return -1;
 	}
-	rc = rte_eth_rx_queue_setup(p->port, 0, nrxd, (unsigned)socket, NULL,
-				    p->mp);
-	if (rc) {
-		ERR("port %u: RX queue: %s\n", p->port, rte_strerror(-rc));
-		return -1;
-	}
 	txc = info.default_txconf;
 	txc.offloads = conf.txmode.offloads;
-	rc = rte_eth_tx_queue_setup(p->port, 0, ntxd, (unsigned)socket, &txc);
-	if (rc) {
-		ERR("port %u: TX queue: %s\n", p->port, rte_strerror(-rc));
-		return -1;
+	for (uint16_t q = 0; q < p->nq; q++) {
+		rc = rte_eth_rx_queue_setup(p->port, q, nrxd, (unsigned)socket,
+					    NULL, p->mp);
+		if (rc) {
+			ERR("port %u: RX queue %u: %s\n", p->port, q,
+			    rte_strerror(-rc));
+			return -1;
+		}
+		rc = rte_eth_tx_queue_setup(p->port, q, ntxd, (unsigned)socket,
+					    &txc);
+		if (rc) {
+			ERR("port %u: TX queue %u: %s\n", p->port, q,
+			    rte_strerror(-rc));
+			return -1;
+		}
 	}
 	rc = rte_eth_dev_start(p->port);
 	if (rc) {
@@ -825,6 +842,7 @@ struct lg_io *lg_io_dpdk_open(const char *spec)
 	p->io.stats = dpdk_stats;
 	p->io.close = dpdk_close;
 	p->port = (uint16_t)s.port;
+	p->nq = (uint16_t)s.queues;
 	p->v6 = s.has_kms_ip6;
 	p->kms_port = (uint16_t)s.kms_port;
 	if (s.has_ip4)

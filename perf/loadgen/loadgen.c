@@ -95,6 +95,7 @@ struct chunk {
 };
 
 struct seed_dep {
+	uint32_t pair;                  /* pair index it was made for */
 	uint32_t a, b, as;
 	uint32_t k_gen;
 	uint8_t key_id[KMS_KEY_ID_LEN];
@@ -333,6 +334,7 @@ static void seed(struct lg *g)
 			uint64_t pi = (done + i) % g->o.pairs;
 			int ea_len, l;
 
+			s->pair = (uint32_t)pi;
 			pair_users(g, pi, &s->a, &s->b);
 			s->as = (uint32_t)(pi % g->pop.nas);
 			l = build_deposit(g, 0x80000000u | i, s->a, s->b, s->as,
@@ -661,7 +663,9 @@ static uint64_t due(struct lg *g, uint64_t now)
 {
 	uint64_t n, left = g->total - g->next_send;
 
-	if (!left || now >= g->tend_ns)
+	/* The open loop sends every scheduled request, late ones too (their
+	 * lateness is in their latency); the closed loop stops at the end. */
+	if (!left || (g->o.rate <= 0 && now >= g->tend_ns))
 		return 0;
 	if (g->o.count && g->sent_meas_n >= g->o.count)
 		return 0;
@@ -766,7 +770,8 @@ static void run(struct lg *g)
 		now = mono_ns();
 		n = g_stop ? 0 : due(g, now);
 		if (!n && !g->inflight &&
-		    (g_stop || now >= g->tend_ns || g->next_send >= g->total ||
+		    (g_stop || g->next_send >= g->total ||
+		     (g->o.rate <= 0 && now >= g->tend_ns) ||
 		     (g->o.count && g->sent_meas_n >= g->o.count)))
 			break;
 		if (n)
@@ -914,7 +919,9 @@ static void verify_all(struct lg *g)
 	/* The seed's verified deposits give each pair's K first. */
 	for (uint32_t i = 0; i < g->ndeps; i++) {
 		const struct seed_dep *d = &g->deps[i];
-		struct pair_k *pk = &g->pk[i % g->o.pairs];
+		/* Its own pair: a seed round that lost some deposits moved
+		 * the verified ones down, so the index does not say it. */
+		struct pair_k *pk = &g->pk[d->pair];
 
 		pk->k_gen = d->k_gen;
 		memcpy(pk->k, d->k, KMS_KEY_LEN);

@@ -113,7 +113,7 @@ start_kmsd
 
 # 1. IPv4, the KMS's MAC by ARP, DEPOSIT:RETRIEVE 1:1.
 LAST_IO_STATS=""
-lg_run v4-arp "port=0,ip=$CLI_IP4,kms-ip=$KMS_IP4,kms-port=$KMS_UDP_PORT,sport=40000" --mix 1:1
+lg_run v4-arp "port=0,ip=$CLI_IP4,kms-ip=$KMS_IP4,kms-port=$KMS_UDP_PORT,sport=40000,queues=$KMS_DPDK_WORKERS" --mix 1:1
 case ",$LAST_IO_STATS," in
   *,arp_sent=0,*|",,") fail "v4-arp: no ARP request counted" ;;
   *,arp_sent=*) pass "v4-arp: the KMS's MAC was resolved by ARP" ;;
@@ -122,14 +122,14 @@ esac
 # 2. IPv6, the KMS's MAC by neighbour discovery (a new memif connection to
 #    the same kmsd).
 LAST_IO_STATS=""
-lg_run v6-nd "port=0,ip6=$CLI_IP6,kms-ip6=$KMS_IP6,kms-port=$KMS_UDP_PORT,sport=40001" --mix 1:1
+lg_run v6-nd "port=0,ip6=$CLI_IP6,kms-ip6=$KMS_IP6,kms-port=$KMS_UDP_PORT,sport=40001,queues=$KMS_DPDK_WORKERS" --mix 1:1
 case ",$LAST_IO_STATS," in
   *,nd_sent=0,*|",,") fail "v6-nd: no neighbour solicitation counted" ;;
   *,nd_sent=*) pass "v6-nd: the KMS's MAC was resolved by neighbour discovery" ;;
 esac
 
 # 3. IPv4 with kms-mac given: no resolution; deposits only.
-lg_run v4-mac "port=0,ip=$CLI_IP4,kms-ip=$KMS_IP4,kms-port=$KMS_UDP_PORT,sport=40002,kms-mac=$KMS_MAC,mbufs=2047" --mix 1:0
+lg_run v4-mac "port=0,ip=$CLI_IP4,kms-ip=$KMS_IP4,kms-port=$KMS_UDP_PORT,sport=40002,kms-mac=$KMS_MAC,mbufs=2047,queues=$KMS_DPDK_WORKERS" --mix 1:0
 
 # 4. kmsd: still up, exits 0 on SIGTERM, counted no bad checksum from us.
 if ! kmsd_alive; then

@@ -20,6 +20,8 @@ MODE
                 asked for, its keybox sealed consistently with that id
                 (it opens, and holds the right K)
   wrong-status  RETRIEVE answered with ERROR INTERNAL
+  drop-deposit  a DEPOSIT is recorded but not answered (a lost reply: the
+                generator must neither count nor mix up its K)
 
 Only RETRIEVEs the honest server would have answered with a key are
 tampered with, and with --every K only every K-th of those (the K-th, 2K-th,
@@ -79,7 +81,8 @@ STATUS = {
 }
 STATUS_NAME = {v: k for k, v in STATUS.items()}
 
-MODES = ("honest", "wrong-k", "bad-tag", "wrong-key-id", "wrong-status")
+MODES = ("honest", "wrong-k", "bad-tag", "wrong-key-id", "wrong-status",
+         "drop-deposit")
 
 
 class Refuse(Exception):
@@ -266,6 +269,7 @@ class RogueKMS:
         self.n_retrieves = 0    # RETRIEVE_REQs answered (any answer)
         self.n_eligible = 0     # RETRIEVEs that earned a key reply
         self.tampered = 0
+        self.n_dep_eligible = 0
         self.dep_ok = 0
         self.ret_ok = 0
         self.errors = {}        # status name -> count
@@ -322,6 +326,11 @@ class RogueKMS:
         self.deposits[key_id] = d
         box = self.seal(pa, DEPOSIT_RESP, ROLE_A, r.ea.gen, r.a, r.b, key_id,
                         d.k_gen, d.expiry, r.ea.nonce, k)
+        if self.mode == "drop-deposit":
+            self.n_dep_eligible += 1
+            if self.n_dep_eligible % self.every == 0:
+                self.tampered += 1
+                return None
         self.dep_ok += 1
         return hdr(DEPOSIT_RESP, r.txid, key_id +
                    struct.pack(">IQ", d.k_gen, d.expiry) + box)

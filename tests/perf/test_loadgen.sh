@@ -129,4 +129,25 @@ rogue wrong-k 7 mismatch
 rogue bad-tag 3 bad_tag
 rogue wrong-key-id 1 bad_reply
 rogue wrong-status 5 unexpected_status
+
+# Lost DEPOSIT replies (in the seed too): counted lost, never a mismatch;
+# the pair each verified seed deposit belongs to is its own, not its slot's.
+rm -f "$W/rogue.port"
+python3 "$HERE/rogue_kms.py" --population "$W/pop" --port 0 \
+  --port-file "$W/rogue.port" --mode drop-deposit --every 3 > "$W/rogue.out" 2>&1 &
+ROGUE_PID=$!
+for _ in $(seq 100); do [ -s "$W/rogue.port" ] && break; sleep 0.05; done
+rc=0
+"$LG" --population "$W/pop" --server "127.0.0.1:$(cat "$W/rogue.port")" \
+  --pairs 16 --mix 1:1 --outstanding 4 --count 300 --duration 20 --warmup 0 \
+  --quiet --timeout-ms 200 --json "$W/rogue-drop.json" > "$W/rogue-drop.txt" 2>&1 || rc=$?
+kill -TERM "$ROGUE_PID"; wait "$ROGUE_PID" || true; ROGUE_PID=""
+tampered=$(sed -n 's/.*tampered=\([0-9]*\).*/\1/p' "$W/rogue.out")
+if [ "$rc" -eq 0 ] && [ "${tampered:-0}" -gt 0 ] &&
+   [ "$(jv "$W/rogue-drop.json" 'j["verify"]["mismatch"] + j["verify"]["bad_tag"] + j["verify"]["bad_reply"]')" = 0 ] &&
+   [ "$(jv "$W/rogue-drop.json" 'j["lost"] > 0 and j["deposit"]["ok"] > 0 and j["retrieve"]["ok"] > 0')" = True ]; then
+  pass "rogue drop-deposit: $tampered replies dropped, counted lost, 0 mismatches"
+else
+  fail "rogue drop-deposit: exit $rc, tampered ${tampered:-?}"; cat "$W/rogue-drop.txt"
+fi
 finish
