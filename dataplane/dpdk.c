@@ -319,28 +319,34 @@ unsigned kms_dp_worker_poll(struct kms_dp *dp, unsigned wid)
 		unsigned k, ntx = 0;
 
 		memset(nper, 0, sizeof(nper));
-		k = rte_eth_rx_burst(dp->cfg.port_id, c->rxq, pkts, BURST);
-		CNT_ADD(&c->c, rx, k);
-		for (unsigned i = 0; i < k; i++) {
-			unsigned w;
+		/* Burst after burst while the queue has more and the batch
+		 * has room: under load one durable commit serves up to
+		 * cfg.batch requests, not one burst's worth. */
+		do {
+			k = rte_eth_rx_burst(dp->cfg.port_id, c->rxq, pkts, BURST);
+			CNT_ADD(&c->c, rx, k);
+			ntx = 0;
+			for (unsigned i = 0; i < k; i++) {
+				unsigned w;
 
-			if (!classify(dp, &c->c, pkts[i], tx, &ntx))
-				continue;
-			CNT_ADD(&c->c, requests, 1);
-			w = dp->cfg.nworkers == 1 ? 0
-				: owner_of(dp, c->hasher, pkts[i]);
-			if (w == wid && n < dp->cfg.batch) {
-				c->batch[n++] = pkts[i];
-				continue;
+				if (!classify(dp, &c->c, pkts[i], tx, &ntx))
+					continue;
+				CNT_ADD(&c->c, requests, 1);
+				w = dp->cfg.nworkers == 1 ? 0
+					: owner_of(dp, c->hasher, pkts[i]);
+				if (w == wid && n < dp->cfg.batch) {
+					c->batch[n++] = pkts[i];
+					continue;
+				}
+				/* Another worker owns this pair (or our batch
+				 * is full): its ring, so ownership holds. */
+				if (w != wid)
+					CNT_ADD(&c->c, forwarded, 1);
+				per[w][nper[w]++] = pkts[i];
 			}
-			/* Another worker owns this pair (or our batch is
-			 * full): its ring, so ownership still holds. */
-			if (w != wid)
-				CNT_ADD(&c->c, forwarded, 1);
-			per[w][nper[w]++] = pkts[i];
-		}
-		dispatch(dp, &c->c, per, nper);
-		transmit(dp, &c->c, c->txq, tx, ntx);
+			dispatch(dp, &c->c, per, nper);
+			transmit(dp, &c->c, c->txq, tx, ntx);
+		} while (k == BURST && n + BURST <= dp->cfg.batch);
 	}
 	if (n < dp->cfg.batch)
 		n += take_ring(c, n);

@@ -68,6 +68,7 @@ struct kms_worker {
 	struct deferred *dfr;
 	unsigned ndfr;
 	uint64_t dfr_oldest_ms;
+	uint64_t dfr_retry_ms;     /* after a failed flush: not before */
 	struct kms_stats st;
 };
 
@@ -655,8 +656,20 @@ static void flush_deferred(struct kms_worker *w, uint64_t now)
 		return;
 	}
 	STAT_INC(w, deferred_failures);
+	/* Retry no sooner than one interval later: a broken store is not
+	 * hammered (nor the log flooded) from the idle loop. */
+	w->dfr_retry_ms = now + w->e->cfg.deferred_flush_ms;
 	KMS_ERR("worker %u: commit of %u deferred RETRIEVE records failed: %s",
 		w->id, w->ndfr, kms_strerror(rc));
+}
+
+/* Whether the waiting records are due for a commit of their own. */
+static int deferred_due(const struct kms_worker *w, uint64_t now, int idle)
+{
+	if (!w->ndfr || now < w->dfr_retry_ms)
+		return 0;
+	return idle || w->ndfr >= w->e->cfg.deferred_max ||
+	       now - w->dfr_oldest_ms >= w->e->cfg.deferred_flush_ms;
 }
 
 /* After admission: answer an admitted RETRIEVE without waiting for the
@@ -806,8 +819,7 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 	now = w->e->cfg.now_ms(w->e->cfg.now_arg);
 	/* Deferred records due: the oldest waited long enough, or the buffer
 	 * is full (then RETRIEVEs would go durable one batch at a time). */
-	if (w->ndfr && (w->ndfr >= w->e->cfg.deferred_max ||
-			now - w->dfr_oldest_ms >= w->e->cfg.deferred_flush_ms))
+	if (deferred_due(w, now, 0))
 		flush_deferred(w, now);
 	/* Key id salt and keybox IVs for the whole batch in one call; without
 	 * fresh IVs nothing may be sealed, so the batch is refused. */
@@ -894,8 +906,12 @@ unsigned kms_worker_idle(struct kms_worker *w, unsigned max)
 	unsigned made;
 
 	/* Nothing to serve: make the deferred records durable now. */
-	if (w->ndfr)
-		flush_deferred(w, w->e->cfg.now_ms(w->e->cfg.now_arg));
+	if (w->ndfr) {
+		uint64_t now = w->e->cfg.now_ms(w->e->cfg.now_arg);
+
+		if (deferred_due(w, now, 1))
+			flush_deferred(w, now);
+	}
 	made = ops->refill ? ops->refill(w->crypto, max) : 0;
 
 	if (made)

@@ -1170,6 +1170,61 @@ static void store_full(void **state)
 	free(d);
 }
 
+/* A deferred flush that fails (the store is full) keeps the records, is
+ * retried no sooner than deferred_flush_ms later (not from every idle
+ * poll), and succeeds once there is room. Answers never depend on it. */
+static void deferred_flush_failure(void **state)
+{
+	struct efx *f = *state;
+	struct efx_dep *d = calloc(FULL_MAX, sizeof(*d));
+	const struct efx_party *a, *b;
+	struct kms_stats st0, st;
+	struct efx_ret r;
+	unsigned ok = 0, tries = 0;
+
+	assert_non_null(d);
+	while (ok < FULL_MAX) {
+		efx_user_pair(f, ok % EFX_NPAIRS, &a, &b);
+		if (efx_deposit(f, &d[ok], a, b, PT(P_AS)) != KMS_ST_OK)
+			break;
+		ok++;
+	}
+	assert_true(ok >= 1 && ok < FULL_MAX);
+	deferred_start(f, 1024, 100);
+	/* RETRIEVEs are answered (reads only); their records do not fit. */
+	do {
+		f->now++;
+		assert_int_equal(efx_retrieve(f, &r, &d[tries % ok], d[tries % ok].b),
+				 KMS_ST_OK);
+		assert_memory_equal(r.k, d[tries % ok].k, KMS_KEY_LEN);
+		kms_worker_idle(f->w[0], 0);
+		efx_stats(f, &st);
+	} while (!st.deferred_failures && ++tries < 512);
+	assert_int_equal(st.deferred_failures, 1);
+	/* Idle again at once: no new attempt. */
+	st0 = st;
+	kms_worker_idle(f->w[0], 0);
+	kms_worker_idle(f->w[0], 0);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_flushes, st0.deferred_flushes);
+	/* One interval later: tried again (and fails again: still full). */
+	f->now += 100;
+	kms_worker_idle(f->w[0], 0);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_flushes, st0.deferred_flushes + 1);
+	assert_int_equal(st.deferred_failures, 2);
+	/* With room (a restart stops the worker: its flush fails too, and
+	 * says so), RETRIEVE keeps working and new records commit. */
+	efx_restart(f, 4 * EFX_TINY_MAP);
+	f->now += 1000;
+	assert_int_equal(efx_retrieve(f, &r, &d[0], d[0].b), KMS_ST_OK);
+	kms_worker_idle(f->w[0], 0);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_failures, 0);
+	assert_int_equal(st.deferred_records, 1);
+	free(d);
+}
+
 /* --------------------------------------- 11. malformed datagrams */
 
 static void malformed(void **state)
@@ -1559,6 +1614,8 @@ int main(void)
 		T(deferred_flush_by_age),
 		T(deferred_flush_by_size_and_deposit),
 		T(deferred_flushed_at_stop),
+		cmocka_unit_test_setup_teardown(deferred_flush_failure,
+						efx_cm_setup_tiny, efx_cm_teardown),
 		cmocka_unit_test_setup_teardown(store_full, efx_cm_setup_tiny,
 						efx_cm_teardown),
 		T(malformed),
