@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """rogue_kms.py: a KMS (wire protocol v1) that lies on command.
 
-A test peer for kms-loadgen (perf/loadgen/CLI.md), never for production:
+A test peer for kms-loadgen (perf/README.md), never for production:
 it answers DEPOSIT_REQ and RETRIEVE_REQ as docs/PROTOCOL.md says, from the
 keys of a population file (perf/loadgen/lg_pop.h), and can be told to
 tamper with its RETRIEVE replies so that a test can show the load
