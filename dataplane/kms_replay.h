@@ -22,7 +22,9 @@
 struct kms_replay;
 
 /** @p capacity nonces: the table has the next power of two >= 2 * capacity
- *  slots (at least 64). A nonce is looked for within 64 slots of its hash.
+ *  slots (at least 64). A nonce is looked for within 64 slots of its hash,
+ *  and a lookup stops early at a slot no live entry can lie beyond (never
+ *  used, or expired longer ago than any entry has ever lived).
  *  @return KMS_OK or KMS_ERR_NOMEM. */
 int kms_replay_create(uint32_t capacity, struct kms_replay **out);
 void kms_replay_destroy(struct kms_replay *r);
@@ -35,6 +37,9 @@ void kms_replay_destroy(struct kms_replay *r);
 int kms_replay_check_insert(struct kms_replay *r, uint8_t role,
 			    const uint8_t nonce[12], uint64_t expire_ms,
 			    uint64_t now_ms);
+
+/** Slots looked at by every kms_replay_check_insert() so far. */
+uint64_t kms_replay_probes(const struct kms_replay *r);
 
 /** Entries currently live (not expired at @p now_ms); O(capacity). */
 uint32_t kms_replay_live(const struct kms_replay *r, uint64_t now_ms);

@@ -19,6 +19,8 @@ struct slot {
 struct kms_replay {
 	struct slot *s;
 	uint32_t mask;
+	uint64_t horizon_ms;  /* longest expire - now an insert ever asked */
+	uint64_t probes;
 	EVP_CIPHER_CTX *prf;  /* AES-128 under a secret random key */
 };
 
@@ -83,16 +85,27 @@ int kms_replay_check_insert(struct kms_replay *r, uint8_t role,
 {
 	uint32_t i = hash(r, role, nonce) & r->mask;
 	struct slot *free_slot = NULL;
+	uint64_t dead;
 
 	/*
-	 * A slot once used is never "never used" again, and an insert takes
-	 * the first free slot of its run, so a lookup may stop at the first
-	 * never-used slot: nothing of its run lies beyond it.
+	 * An insert takes the first free (never used or expired) slot of its
+	 * run, so a lookup may stop at a slot that no live entry can lie
+	 * beyond: one never used, or one that expired before every live
+	 * entry was inserted. No entry was ever inserted more than horizon_ms
+	 * before its expiry, and a live one expires at or after now: it was
+	 * inserted at or after now - horizon_ms. A slot that had expired
+	 * before that was free when the entry probed past it, and the entry
+	 * would have taken it. The horizon only grows (an odd long-lived
+	 * entry makes lookups longer, never wrong); the engine's is 2 x skew.
 	 */
+	if (expire_ms > now_ms && expire_ms - now_ms > r->horizon_ms)
+		r->horizon_ms = expire_ms - now_ms;
+	dead = now_ms > r->horizon_ms ? now_ms - r->horizon_ms : 0;
 	for (unsigned p = 0; p < PROBE_MAX; p++, i = (i + 1) & r->mask) {
 		struct slot *s = &r->s[i];
 
-		if (s->expire_ms == 0) {
+		r->probes++;
+		if (s->expire_ms == 0 || s->expire_ms < dead) {
 			if (!free_slot)
 				free_slot = s;
 			break;
@@ -111,6 +124,11 @@ int kms_replay_check_insert(struct kms_replay *r, uint8_t role,
 	free_slot->role = role;
 	free_slot->expire_ms = expire_ms ? expire_ms : 1;
 	return KMS_OK;
+}
+
+uint64_t kms_replay_probes(const struct kms_replay *r)
+{
+	return r->probes;
 }
 
 uint32_t kms_replay_live(const struct kms_replay *r, uint64_t now_ms)

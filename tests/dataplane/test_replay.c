@@ -228,6 +228,58 @@ static void no_false_exists(void **state)
 	kms_replay_destroy(r);
 }
 
+/*
+ * A long run in which every slot is used many times over: each live nonce
+ * stays a replay until it expires, an expired one is fresh again, and a
+ * lookup stays short (it stops at a slot that expired before any live
+ * entry was inserted, not after 64 probes of used slots).
+ */
+static void long_run_stays_correct_and_short(void **state)
+{
+	enum { CAP = 1024, PER_MS = 5, LIFE = 100, TICKS = 4000 };
+	struct kms_replay *r = mk(CAP);
+	uint8_t n[12];
+	uint64_t probes0 = 0, checks = 0;
+	uint32_t next = 0;
+
+	(void)state;
+	for (uint32_t t = 0; t < TICKS; t++) {
+		uint64_t now = NOW + t;
+
+		if (t == TICKS / 2) {
+			probes0 = kms_replay_probes(r);
+			checks = 0;
+		}
+		for (int k = 0; k < PER_MS; k++, next++) {
+			nonce_of(next, n);
+			assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, n,
+								 now + LIFE, now),
+					 KMS_OK);
+			checks++;
+		}
+		if (t >= LIFE + 1) {
+			/* Inserted LIFE - 1 ms ago: still live, a replay. */
+			nonce_of(next - PER_MS * LIFE, n);
+			assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, n,
+								 now + LIFE, now),
+					 KMS_ERR_EXISTS);
+			checks++;
+		}
+		if (t >= 2 * LIFE && t % 7 == 0) {
+			/* Expired LIFE ms ago: the window forgot it. */
+			nonce_of(next - PER_MS * (2 * LIFE), n);
+			assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B, n,
+								 now + LIFE, now),
+					 KMS_OK);
+			checks++;
+		}
+	}
+	/* 2048 slots, about 500 live and 500 recently expired entries: a few
+	 * probes a check, far from the 64 of a scan to the probe limit. */
+	assert_true((double)(kms_replay_probes(r) - probes0) / (double)checks < 8.0);
+	kms_replay_destroy(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -239,6 +291,7 @@ int main(void)
 		cmocka_unit_test(expired_slots_in_runs),
 		cmocka_unit_test(capacity_exhaustion_busy),
 		cmocka_unit_test(no_false_exists),
+		cmocka_unit_test(long_run_stays_correct_and_short),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
