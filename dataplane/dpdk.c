@@ -318,10 +318,15 @@ unsigned kms_dp_worker_poll(struct kms_dp *dp, unsigned wid)
 		unsigned nper[dp->cfg.nworkers];
 		unsigned k, ntx = 0;
 
+		unsigned bursts = 0;
+
 		memset(nper, 0, sizeof(nper));
 		/* Burst after burst while the queue has more and the batch
 		 * has room: under load one durable commit serves up to
-		 * cfg.batch requests, not one burst's worth. */
+		 * cfg.batch requests, not one burst's worth. At most
+		 * batch/BURST bursts a poll, whatever they held: traffic this
+		 * worker does not own (or junk) cannot keep it from serving,
+		 * draining its ring or seeing a stop. */
 		do {
 			k = rte_eth_rx_burst(dp->cfg.port_id, c->rxq, pkts, BURST);
 			CNT_ADD(&c->c, rx, k);
@@ -346,7 +351,8 @@ unsigned kms_dp_worker_poll(struct kms_dp *dp, unsigned wid)
 			}
 			dispatch(dp, &c->c, per, nper);
 			transmit(dp, &c->c, c->txq, tx, ntx);
-		} while (k == BURST && n + BURST <= dp->cfg.batch);
+		} while (k == BURST && n + BURST <= dp->cfg.batch &&
+			 ++bursts < dp->cfg.batch / BURST);
 	}
 	if (n < dp->cfg.batch)
 		n += take_ring(c, n);

@@ -83,15 +83,22 @@ int lg_pop_read(const char *path, struct lg_pop *pop, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
-	if (fstat(fileno(f), &st) || (st.st_mode & 077)) {
+	if (fstat(fileno(f), &st)) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		fclose(f);
+		return -1;
+	}
+	if (st.st_mode & 077) {
 		snprintf(err, errlen, "%s: readable by group or others (mode %03o):"
 			 " it holds every party's key; chmod 600 it", path,
 			 (unsigned)(st.st_mode & 0777));
 		fclose(f);
 		return -1;
 	}
+	char hex[2 * KMS_KEY_LEN + 2] = "";
+
 	while (fgets(line, sizeof(line), f)) {
-		char kind[8], id[KMS_ID_MAX + 2], hex[2 * KMS_KEY_LEN + 2];
+		char kind[8], id[KMS_ID_MAX + 2];
 		unsigned long gen;
 		size_t len = strlen(line);
 		struct kms_id kid;
@@ -139,6 +146,7 @@ int lg_pop_read(const char *path, struct lg_pop *pop, char *err, size_t errlen)
 	}
 	rc = check_unique(pop, err, errlen);
 out:
+	OPENSSL_cleanse(hex, sizeof(hex));
 	OPENSSL_cleanse(&p, sizeof(p));
 	OPENSSL_cleanse(line, sizeof(line));
 	fclose(f);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lg_io.h"
@@ -145,10 +146,15 @@ static int sock_recv(struct lg_io *io, struct lg_dgram *d, unsigned n,
 		if (timeout_us <= 0)
 			return 0;
 		{
+			/* Microseconds: the open loop's wait until its next
+			 * send is often well under a millisecond. */
 			struct pollfd p = { .fd = s->fd, .events = POLLIN };
-			int ms = (timeout_us + 999) / 1000;
+			struct timespec ts = {
+				.tv_sec = timeout_us / 1000000,
+				.tv_nsec = (long)(timeout_us % 1000000) * 1000,
+			};
 
-			if (poll(&p, 1, ms) < 0 && errno != EINTR)
+			if (ppoll(&p, 1, &ts, NULL) < 0 && errno != EINTR)
 				return -1;
 		}
 		timeout_us = 0;

@@ -54,6 +54,7 @@
 #define CHUNK 8192
 #define REPLY_MAX (KMS_HDR_LEN + KMS_RESP_BODY_LEN)
 #define SEED_TRIES 5
+#define PREBUILD_MAX 1000000ull     /* requests built before the run */
 
 /* ---- options ---- */
 
@@ -75,6 +76,7 @@ enum rq_state { RQ_BUILT, RQ_SENT, RQ_ANSWERED, RQ_LOST };
 struct rq {
 	uint64_t sched_ns, sent_ns, recv_ns;
 	uint8_t *wire;
+	uint32_t wire_off;              /* only while its chunk grows */
 	uint32_t pair;                  /* DEPOSIT: pair index */
 	uint32_t dep;                   /* RETRIEVE: seed deposit index */
 	uint32_t a, b, as;              /* user/user/AS indices */
@@ -310,6 +312,7 @@ static enum vres open_reply(const uint8_t *buf, size_t len, uint32_t txid,
 static void seed(struct lg *g)
 {
 	unsigned want = (unsigned)g->o.seed_deps, done = 0, tries = 0;
+	uint32_t round = 0;
 	uint8_t (*req)[KMS_DGRAM_MAX] = calloc(BURST, sizeof(*req));
 	uint8_t (*rep)[LG_DGRAM_MAX] = calloc(BURST, sizeof(*rep));
 	uint8_t (*nonce)[KMS_NONCE_LEN] = calloc(BURST, sizeof(*nonce));
@@ -323,6 +326,9 @@ static void seed(struct lg *g)
 		unsigned n = want - done < BURST ? want - done : BURST;
 		unsigned got = 0;
 		uint64_t deadline;
+		/* txid: 1 | round (15 bits) | index (16 bits): a late reply of
+		 * an earlier round is not taken for this round's. */
+		uint32_t tag = 0x80000000u | (++round & 0x7fffu) << 16;
 
 		if (++tries > SEED_TRIES * (want / BURST + 1))
 			die("seed: only %u of %u deposits answered OK after %u "
@@ -337,7 +343,7 @@ static void seed(struct lg *g)
 			s->pair = (uint32_t)pi;
 			pair_users(g, pi, &s->a, &s->b);
 			s->as = (uint32_t)(pi % g->pop.nas);
-			l = build_deposit(g, 0x80000000u | i, s->a, s->b, s->as,
+			l = build_deposit(g, tag | i, s->a, s->b, s->as,
 					  kms_now_ms(), nonce[i], s->ea, &ea_len,
 					  req[i], KMS_DGRAM_MAX);
 			if (l < 0)
@@ -377,9 +383,9 @@ static void seed(struct lg *g)
 				enum vres vr;
 
 				if (kms_hdr_parse(r[j].buf, r[j].len, &h) ||
-				    !(h.txid & 0x80000000u))
-					continue;
-				i = h.txid & 0x7fffffffu;
+				    (h.txid & 0xffff0000u) != tag)
+					continue;       /* late, or not a seed's */
+				i = h.txid & 0xffffu;
 				if (i >= n || okv[i])
 					continue;
 				s = &g->deps[done + i];
@@ -482,13 +488,16 @@ static void build_chunk(struct lg *g, uint64_t n)
 		ts_ms = g->o.rate > 0 ? g->ts_base_ms +
 			(uint64_t)((double)i * 1000.0 / g->o.rate) : now_wall;
 		if (c->cap - c->used < KMS_DGRAM_MAX) {
-			uint8_t *nb = realloc(c->buf, c->cap * 2);
+			uint8_t *nb;
 
+			/* Offsets before the move, pointers after it. */
+			for (uint64_t j = first; j < i; j++)
+				rq_at(g, j)->wire_off = (uint32_t)(rq_at(g, j)->wire - c->buf);
+			nb = realloc(c->buf, c->cap * 2);
 			if (!nb)
 				die("out of memory");
-			/* Fix up the pointers of this chunk's requests. */
 			for (uint64_t j = first; j < i; j++)
-				rq_at(g, j)->wire = nb + (rq_at(g, j)->wire - c->buf);
+				rq_at(g, j)->wire = nb + rq_at(g, j)->wire_off;
 			c->buf = nb;
 			c->cap *= 2;
 		}
@@ -687,6 +696,22 @@ static uint64_t due(struct lg *g, uint64_t now)
 	return n;
 }
 
+/* Requests a chunk built during the run holds: about a second of the open
+ * loop, a few rounds of the closed loop, so that no token's timestamp is
+ * far from its send time even when the KMS is slow. */
+static uint64_t chunk_size(const struct lg *g)
+{
+	uint64_t n = g->o.rate > 0 ? (uint64_t)g->o.rate : 4ull * g->o.outstanding;
+
+	if (n < 64)
+		n = 64;
+	if (n > CHUNK)
+		n = CHUNK;
+	if (n > g->total - g->nrq)
+		n = g->total - g->nrq;
+	return n;
+}
+
 static void send_due(struct lg *g, uint64_t n, uint8_t (*buf)[LG_DGRAM_MAX])
 {
 	while (n && !g_stop) {
@@ -696,8 +721,7 @@ static void send_due(struct lg *g, uint64_t n, uint8_t (*buf)[LG_DGRAM_MAX])
 		int sent;
 
 		if (g->nrq < g->next_send + k)
-			build_chunk(g, g->total - g->nrq < CHUNK ? g->total - g->nrq
-								 : CHUNK);
+			build_chunk(g, chunk_size(g) < k ? k : chunk_size(g));
 		for (unsigned i = 0; i < k; i++) {
 			struct rq *r = rq_at(g, g->next_send + i);
 
@@ -747,7 +771,9 @@ static void run(struct lg *g)
 		die("out of memory");
 	g->ts_base_ms = kms_now_ms();
 	/* Build everything up front when the count is known and fits. */
-	if (g->total != UINT64_MAX &&
+	/* Not more than about 5 s of building either: the tokens carry the
+	 * time of their schedule as seen before the build. */
+	if (g->total != UINT64_MAX && g->total <= PREBUILD_MAX &&
 	    g->total * (sizeof(struct rq) + 300) <= g->o.prebuild_mb << 20) {
 		g->prebuilt = 1;
 		while (g->nrq < g->total && !g_stop)
@@ -935,9 +961,17 @@ static void verify_all(struct lg *g)
 			g->answered_meas += r->state == RQ_ANSWERED;
 			g->lost_meas += r->state == RQ_LOST;
 		}
-		if (r->state == RQ_ANSWERED)
+		/* reply_len 0: longer than any reply, counted bad at receipt */
+		if (r->state == RQ_ANSWERED && r->reply_len)
 			verify_one(g, r);
 	}
+}
+
+/* A count over the measured window; 0 when nothing was measured (stopped
+ * during the seed). */
+static double per_s(const struct lg *g, uint64_t n)
+{
+	return g->meas_s > 0 ? (double)n / g->meas_s : 0;
 }
 
 /* ---- the generator's own send ceiling ---- */
@@ -1040,13 +1074,13 @@ static void write_json(struct lg *g, const char *path, const char *iostats)
 		(unsigned long long)g->sent_meas,
 		(unsigned long long)g->answered_meas,
 		(unsigned long long)g->v.ok, (unsigned long long)g->lost_meas,
-		(double)g->v.ok / g->meas_s);
+		per_s(g, g->v.ok));
 	for (int t = 0; t < 2; t++) {
 		fprintf(f, "  \"%s\": {\"sent\": %llu, \"ok\": %llu, \"rps\": %.1f, "
 			"\"latency_us\": ", t ? "retrieve" : "deposit",
 			(unsigned long long)g->sent_type[t],
 			(unsigned long long)g->ok_type[t],
-			(double)g->ok_type[t] / g->meas_s);
+			per_s(g, g->ok_type[t]));
 		json_lat(f, &g->by_type[t]);
 		fprintf(f, "},\n");
 	}
@@ -1183,10 +1217,10 @@ static void print_summary(struct lg *g, const char *iostats)
 	       g->o.warmup, (unsigned long long)g->sent_meas,
 	       (unsigned long long)g->answered_meas, (unsigned long long)g->v.ok,
 	       (unsigned long long)g->lost_meas, (unsigned long long)g->lost);
-	printf("throughput %.0f verified req/s", (double)g->v.ok / g->meas_s);
+	printf("throughput %.0f verified req/s", per_s(g, g->v.ok));
 	for (int t = 0; t < 2; t++)
 		if (g->sent_type[t])
-			printf("  %s %.0f/s", tn[t], (double)g->ok_type[t] / g->meas_s);
+			printf("  %s %.0f/s", tn[t], per_s(g, g->ok_type[t]));
 	printf("\n");
 	printf("latency (us)   p50      p90      p99      p99.9    max\n");
 	for (int t = -1; t < 2; t++) {
