@@ -323,4 +323,16 @@ void kms_pkt_ipv6_solicited_node(const uint8_t addr[16], uint8_t out[16]);
 void kms_pkt_ipv6_mcast_mac(const uint8_t group[16],
 			    uint8_t mac[KMS_PKT_ETH_ALEN]);
 
+/** Big-endian 16-bit field at @p p (any alignment). */
+static inline uint16_t kms_pkt_get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline void kms_pkt_put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
 #endif

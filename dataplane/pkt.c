@@ -57,17 +57,6 @@ const char *kms_pkt_drop_name(enum kms_pkt_verdict v)
 	return kms_pkt_is_drop(v) ? drop_names[v] : NULL;
 }
 
-static inline uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static inline void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
 /* ---- Checksums ---------------------------------------------------------- */
 
 static uint32_t fold(uint64_t s)
@@ -178,11 +167,11 @@ static size_t put_eth(uint8_t *f, const uint8_t *dst, const uint8_t *src,
 	memcpy(f, dst, KMS_PKT_ETH_ALEN);
 	memcpy(f + 6, src, KMS_PKT_ETH_ALEN);
 	if (vlan) {
-		put16(f + 12, ET_VLAN);
-		put16(f + 14, tci);
+		kms_pkt_put16(f + 12, ET_VLAN);
+		kms_pkt_put16(f + 14, tci);
 		l2 += KMS_PKT_VLAN_HLEN;
 	}
-	put16(f + l2 - 2, ethertype);
+	kms_pkt_put16(f + l2 - 2, ethertype);
 	return l2;
 }
 
@@ -209,7 +198,7 @@ static void put_ip_udp(uint8_t *l3, bool v6, const uint8_t *src,
 		l3[1] = (uint8_t)(tc << 4);     /* flow label 0 */
 		l3[2] = 0;
 		l3[3] = 0;
-		put16(l3 + 4, ulen);
+		kms_pkt_put16(l3 + 4, ulen);
 		l3[6] = PROTO_UDP;
 		l3[7] = REPLY_TTL;
 		memcpy(l3 + 8, src, 16);
@@ -221,35 +210,35 @@ static void put_ip_udp(uint8_t *l3, bool v6, const uint8_t *src,
 
 		l3[0] = 0x45;
 		l3[1] = tc;
-		put16(l3 + 2, tot);
-		put16(l3 + 4, 0);               /* ID 0: atomic, RFC 6864 */
-		put16(l3 + 6, 0x4000);          /* DF */
+		kms_pkt_put16(l3 + 2, tot);
+		kms_pkt_put16(l3 + 4, 0);               /* ID 0: atomic, RFC 6864 */
+		kms_pkt_put16(l3 + 6, 0x4000);          /* DF */
 		l3[8] = REPLY_TTL;
 		l3[9] = PROTO_UDP;
-		put16(l3 + 10, 0);
+		kms_pkt_put16(l3 + 10, 0);
 		memcpy(l3 + 12, src, 4);
 		memcpy(l3 + 16, dst, 4);
 		/* The pseudo header holds the addresses and the protocol:
 		 * the IP header sum is that plus its other words. */
 		ph = kms_pkt_ipv4_phdr_sum(src, dst, PROTO_UDP, ulen);
 		if (!(flags & KMS_PKT_TX_IP_CSUM))
-			put16(l3 + 10, kms_pkt_csum_finish(fold(
+			kms_pkt_put16(l3 + 10, kms_pkt_csum_finish(fold(
 				(uint64_t)ph - ulen + (0x4500u | tc) + tot +
 				0x4000u + ((uint32_t)REPLY_TTL << 8))));
 		udp = l3 + KMS_PKT_IPV4_HLEN;
 	}
-	put16(udp, sport);
-	put16(udp + 2, dport);
-	put16(udp + 4, ulen);
+	kms_pkt_put16(udp, sport);
+	kms_pkt_put16(udp + 2, dport);
+	kms_pkt_put16(udp + 4, ulen);
 	if (flags & KMS_PKT_TX_UDP_CSUM) {
 		/* What rte_ipv4/6_phdr_cksum() stores: the NIC sums the
 		 * datagram over it and writes the complement. */
-		put16(udp + 6, (uint16_t)ph);
+		kms_pkt_put16(udp + 6, (uint16_t)ph);
 		return;
 	}
 	c = kms_pkt_csum_finish(fold((uint64_t)ph + psum + sport + dport +
 				     ulen));
-	put16(udp + 6, c ? c : 0xffff);         /* 0 means "none" (RFC 768) */
+	kms_pkt_put16(udp + 6, c ? c : 0xffff);         /* 0 means "none" (RFC 768) */
 }
 
 /* ---- Classification ----------------------------------------------------- */
@@ -297,19 +286,19 @@ static enum kms_pkt_verdict udp_classify(const struct kms_pkt_cfg *cfg,
 {
 	const uint8_t *udp = frame + l4_off;
 
-	if (l4_len < KMS_PKT_UDP_HLEN || get16(udp + 4) != l4_len)
+	if (l4_len < KMS_PKT_UDP_HLEN || kms_pkt_get16(udp + 4) != l4_len)
 		return KMS_PKT_DROP_BAD_LEN;
-	if (get16(udp + 2) != cfg->udp_port)
+	if (kms_pkt_get16(udp + 2) != cfg->udp_port)
 		return KMS_PKT_DROP_WRONG_PORT;
-	if (get16(udp) == 0)
+	if (kms_pkt_get16(udp) == 0)
 		return KMS_PKT_DROP_NOT_FOR_US;        /* cannot answer port 0 */
-	if (v6 && get16(udp + 6) == 0)
+	if (v6 && kms_pkt_get16(udp + 6) == 0)
 		return KMS_PKT_DROP_BAD_CSUM;          /* RFC 8200 8.1 */
 	switch (rx_csum(flags, KMS_PKT_RX_L4_CSUM_GOOD, KMS_PKT_RX_L4_CSUM_BAD)) {
 	case RX_BAD:
 		return KMS_PKT_DROP_BAD_CSUM;
 	case RX_VERIFY:
-		if (get16(udp + 6) != 0 &&
+		if (kms_pkt_get16(udp + 6) != 0 &&
 		    l4_verify(l3, v6, udp, (uint16_t)l4_len, PROTO_UDP) != 0)
 			return KMS_PKT_DROP_BAD_CSUM;
 		break;
@@ -336,7 +325,7 @@ static enum kms_pkt_verdict ipv4_classify(const struct kms_pkt_cfg *cfg,
 	if (avail < KMS_PKT_IPV4_HLEN || ip[0] >> 4 != 4)
 		return KMS_PKT_DROP_BAD_LEN;
 	ihl = (size_t)(ip[0] & 0x0f) * 4;
-	tot = get16(ip + 2);
+	tot = kms_pkt_get16(ip + 2);
 	if (ihl < KMS_PKT_IPV4_HLEN || ihl > avail || tot < ihl || tot > avail)
 		return KMS_PKT_DROP_BAD_LEN;
 	switch (rx_csum(flags, KMS_PKT_RX_IP_CSUM_GOOD, KMS_PKT_RX_IP_CSUM_BAD)) {
@@ -352,7 +341,7 @@ static enum kms_pkt_verdict ipv4_classify(const struct kms_pkt_cfg *cfg,
 	if (cfg->ipv4 == 0 || memcmp(ip + 16, &cfg->ipv4, 4) != 0 ||
 	    !ipv4_src_ok(ip + 12))
 		return KMS_PKT_DROP_NOT_FOR_US;
-	if (get16(ip + 6) & 0x3fff)             /* MF | fragment offset */
+	if (kms_pkt_get16(ip + 6) & 0x3fff)             /* MF | fragment offset */
 		return KMS_PKT_DROP_FRAGMENT;
 	if (ip[9] != PROTO_UDP)
 		return KMS_PKT_DROP_NOT_UDP;
@@ -419,14 +408,14 @@ static enum kms_pkt_verdict nd_classify(const struct kms_pkt_cfg *cfg,
 	memcpy(frame + 6, cfg->mac, KMS_PKT_ETH_ALEN);
 	ip[0] = 0x60;
 	ip[1] = ip[2] = ip[3] = 0;
-	put16(ip + 4, KMS_PKT_NA_LEN);
+	kms_pkt_put16(ip + 4, KMS_PKT_NA_LEN);
 	ip[6] = PROTO_ICMPV6;
 	ip[7] = ND_HOP_LIMIT;
 	memcpy(ip + 8, cfg->ipv6, 16);
 	memcpy(ip + 24, dst_ip, 16);
 	icmp[0] = ICMP6_NA;
 	icmp[1] = 0;
-	put16(icmp + 2, 0);
+	kms_pkt_put16(icmp + 2, 0);
 	icmp[4] = dad ? NA_FLAG_O : NA_FLAG_S | NA_FLAG_O;
 	icmp[5] = icmp[6] = icmp[7] = 0;
 	memcpy(icmp + 8, cfg->ipv6, 16);
@@ -436,7 +425,7 @@ static enum kms_pkt_verdict nd_classify(const struct kms_pkt_cfg *cfg,
 	c = kms_pkt_csum_finish(kms_pkt_csum_add(
 		kms_pkt_ipv6_phdr_sum(cfg->ipv6, dst_ip, PROTO_ICMPV6,
 				      KMS_PKT_NA_LEN), icmp, KMS_PKT_NA_LEN));
-	put16(icmp + 2, c);
+	kms_pkt_put16(icmp + 2, c);
 
 	pi->l3_len = KMS_PKT_IPV6_HLEN;
 	pi->l4_off = (uint16_t)(pi->l3_off + KMS_PKT_IPV6_HLEN);
@@ -460,7 +449,7 @@ static enum kms_pkt_verdict ipv6_classify(const struct kms_pkt_cfg *cfg,
 		return KMS_PKT_DROP_NOT_FOR_US;
 	if (avail < KMS_PKT_IPV6_HLEN || ip[0] >> 4 != 6)
 		return KMS_PKT_DROP_BAD_LEN;
-	plen = get16(ip + 4);
+	plen = kms_pkt_get16(ip + 4);
 	if (plen == 0 || plen > avail - KMS_PKT_IPV6_HLEN)
 		return KMS_PKT_DROP_BAD_LEN;
 	if (!cfg->has_ipv6)
@@ -501,12 +490,12 @@ static enum kms_pkt_verdict arp_classify(const struct kms_pkt_cfg *cfg,
 		return KMS_PKT_DROP_NOT_FOR_US;
 	if (len < reply_len)
 		return KMS_PKT_DROP_BAD_LEN;
-	if (get16(a) != ARP_HTYPE_ETH || get16(a + 2) != ET_IPV4 ||
+	if (kms_pkt_get16(a) != ARP_HTYPE_ETH || kms_pkt_get16(a + 2) != ET_IPV4 ||
 	    a[4] != KMS_PKT_ETH_ALEN || a[5] != 4)
 		return KMS_PKT_DROP_L2;
 	/* sha a+8, spa a+14, tha a+18, tpa a+24. A probe (spa 0.0.0.0) is
 	 * answered; a gratuitous announcement (spa == tpa) is not. */
-	if (get16(a + 6) != ARP_OP_REQUEST || cfg->ipv4 == 0 ||
+	if (kms_pkt_get16(a + 6) != ARP_OP_REQUEST || cfg->ipv4 == 0 ||
 	    memcmp(a + 24, &cfg->ipv4, 4) != 0 || !memcmp(a + 14, a + 24, 4) ||
 	    (a[8] & 1) || a[14] >= 224)
 		return KMS_PKT_DROP_NOT_FOR_US;
@@ -517,7 +506,7 @@ static enum kms_pkt_verdict arp_classify(const struct kms_pkt_cfg *cfg,
 	memcpy(spa, a + 14, sizeof(spa));
 	memcpy(frame, sha, KMS_PKT_ETH_ALEN);
 	memcpy(frame + 6, cfg->mac, KMS_PKT_ETH_ALEN);
-	put16(a + 6, ARP_OP_REPLY);
+	kms_pkt_put16(a + 6, ARP_OP_REPLY);
 	memcpy(a + 8, cfg->mac, KMS_PKT_ETH_ALEN);
 	memcpy(a + 14, &cfg->ipv4, 4);
 	memcpy(a + 18, sha, KMS_PKT_ETH_ALEN);
@@ -541,14 +530,14 @@ enum kms_pkt_verdict kms_pkt_classify(const struct kms_pkt_cfg *cfg,
 	dk = dmac_kind(cfg, frame);
 	if (dk == D_NONE || (frame[6] & 1))
 		return KMS_PKT_DROP_NOT_FOR_US;
-	et = get16(frame + 12);
+	et = kms_pkt_get16(frame + 12);
 	if (et == ET_VLAN) {
 		if (len < KMS_PKT_ETH_HLEN + KMS_PKT_VLAN_HLEN)
 			return KMS_PKT_DROP_BAD_LEN;
 		pi.has_vlan = true;
-		pi.vlan_tci = get16(frame + 14);
+		pi.vlan_tci = kms_pkt_get16(frame + 14);
 		pi.l2_len += KMS_PKT_VLAN_HLEN;
-		et = get16(frame + 16);
+		et = kms_pkt_get16(frame + 16);
 	}
 	pi.l3_off = pi.l2_len;
 	switch (et) {
@@ -619,8 +608,8 @@ size_t kms_pkt_reply_udp(struct kms_pkt_info *info, uint8_t *frame, size_t cap,
 		memcpy(src, ip + 16, 4);
 		memcpy(dst, ip + 12, 4);
 	}
-	sport = get16(udp + 2);
-	dport = get16(udp);
+	sport = kms_pkt_get16(udp + 2);
+	dport = kms_pkt_get16(udp);
 
 	psum = flags & KMS_PKT_TX_UDP_CSUM ? 0
 					   : kms_pkt_csum_add(0, payload, payload_len);
@@ -670,11 +659,11 @@ size_t kms_pkt_build_arp_request(const struct kms_pkt_flow *f, uint8_t *frame,
 	if (cap < l2 + KMS_PKT_ARP_LEN)
 		return 0;
 	put_eth(frame, f->dst_mac, f->src_mac, f->vlan, f->vlan_tci, ET_ARP);
-	put16(a, ARP_HTYPE_ETH);
-	put16(a + 2, ET_IPV4);
+	kms_pkt_put16(a, ARP_HTYPE_ETH);
+	kms_pkt_put16(a + 2, ET_IPV4);
 	a[4] = KMS_PKT_ETH_ALEN;
 	a[5] = 4;
-	put16(a + 6, ARP_OP_REQUEST);
+	kms_pkt_put16(a + 6, ARP_OP_REQUEST);
 	memcpy(a + 8, f->src_mac, KMS_PKT_ETH_ALEN);
 	memcpy(a + 14, f->src_ip, 4);
 	memset(a + 18, 0, KMS_PKT_ETH_ALEN);
@@ -696,7 +685,7 @@ size_t kms_pkt_build_ns(const struct kms_pkt_flow *f, const uint8_t target[16],
 	put_eth(frame, f->dst_mac, f->src_mac, f->vlan, f->vlan_tci, ET_IPV6);
 	ip[0] = 0x60;
 	ip[1] = ip[2] = ip[3] = 0;
-	put16(ip + 4, (uint16_t)ilen);
+	kms_pkt_put16(ip + 4, (uint16_t)ilen);
 	ip[6] = PROTO_ICMPV6;
 	ip[7] = ND_HOP_LIMIT;
 	memcpy(ip + 8, f->src_ip, 16);
@@ -712,6 +701,6 @@ size_t kms_pkt_build_ns(const struct kms_pkt_flow *f, const uint8_t target[16],
 	c = kms_pkt_csum_finish(kms_pkt_csum_add(
 		kms_pkt_ipv6_phdr_sum(f->src_ip, f->dst_ip, PROTO_ICMPV6,
 				      (uint32_t)ilen), icmp, ilen));
-	put16(icmp + 2, c);
+	kms_pkt_put16(icmp + 2, c);
 	return l2 + KMS_PKT_IPV6_HLEN + ilen;
 }

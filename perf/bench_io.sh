@@ -35,6 +35,8 @@ set -euo pipefail
 
 SELF=$(readlink -f "$0")
 ROOT=$(dirname "$(dirname "$SELF")")
+# shellcheck source=bench_lib.sh
+. "$ROOT/perf/bench_lib.sh"
 
 SECS=5          # measured seconds per trial (1 Rx-pps sample per second)
 WARM=1          # samples skipped after the first (priming, link-up)
@@ -243,15 +245,6 @@ EAL_COMMON=(--no-huge -m 256 --no-pci)
 
 # ---- helpers ----
 
-# Busy share of all CPUs over 0.5 s (user+nice+system+irq+softirq+steal).
-busy_pct() {
-	local a b
-	a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-	sleep 0.5
-	b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-	echo "$a $b" | awk '{d = $4 - $2; v = 0; if (d > 0) v = 100 * ($3 - $1) / d; printf "%d", v}'
-}
-
 # Nanoseconds the threads of PID spent runnable but not running.
 run_delay_ns() {
 	cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%.0f", s}'
@@ -259,19 +252,6 @@ run_delay_ns() {
 
 # Steal ticks (hypervisor) summed over all CPUs.
 steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
-
-# wait_exit PID SECS: wait for PID (a child of this shell), SIGKILL after
-# SECS; its exit status goes to WAIT_RC.
-wait_exit() {
-	local pid=$1 t=$2 i
-	for ((i = 0; i < t * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-	WAIT_RC=0
-	wait "$pid" 2>/dev/null || WAIT_RC=$?
-}
 
 # run_trial CASE ROUND: one server and the generator; appends the trial
 # as one JSON line to $W/trials.jsonl and prints a one-line summary.

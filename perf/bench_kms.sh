@@ -35,6 +35,8 @@ set -euo pipefail
 
 SELF=$(readlink -f "$0")
 ROOT=$(dirname "$(dirname "$SELF")")
+# shellcheck source=bench_lib.sh
+. "$ROOT/perf/bench_lib.sh"
 
 SECS=5
 RUNS=3
@@ -181,27 +183,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# wait_exit PID SECS: reap PID (a child), SIGKILL past SECS; status in WAIT_RC.
-wait_exit() {
-	local pid=$1 t=$2 i
-	for ((i = 0; i < t * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-	WAIT_RC=0
-	wait "$pid" 2>/dev/null || WAIT_RC=$?
-}
-
-# Busy share of all CPUs over 0.5 s.
-busy_pct() {
-	local a b
-	a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-	sleep 0.5
-	b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-	echo "$a $b" | awk '{d = $4 - $2; v = 0; if (d > 0) v = 100 * ($3 - $1) / d; printf "%d", v}'
-}
 
 REV=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')
 echo "bench_kms: $(date -u +%Y-%m-%dT%H:%M:%SZ), $NCPU CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), revision $REV"

@@ -265,17 +265,6 @@ static int parse_spec(const char *spec, struct spec *s)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static inline uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static inline void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
 static uint64_t ms_cycles(uint64_t ms)
 {
 	return rte_get_timer_hz() / 1000 * ms;
@@ -332,10 +321,10 @@ static bool arp_reply_mac(const struct lg_dpdk *p, const uint8_t *f, size_t len,
 {
 	const uint8_t *a = f + KMS_PKT_ETH_HLEN;
 
-	if (len < KMS_PKT_ETH_HLEN + KMS_PKT_ARP_LEN || get16(f + 12) != ET_ARP)
+	if (len < KMS_PKT_ETH_HLEN + KMS_PKT_ARP_LEN || kms_pkt_get16(f + 12) != ET_ARP)
 		return false;
-	if (get16(a) != 1 || get16(a + 2) != 0x0800 || a[4] != 6 || a[5] != 4 ||
-	    get16(a + 6) != 2)
+	if (kms_pkt_get16(a) != 1 || kms_pkt_get16(a + 2) != 0x0800 || a[4] != 6 || a[5] != 4 ||
+	    kms_pkt_get16(a + 6) != 2)
 		return false;
 	if (memcmp(a + 14, p->flow.dst_ip, 4) || memcmp(a + 24, p->flow.src_ip, 4))
 		return false;
@@ -352,10 +341,10 @@ static bool na_mac(const struct lg_dpdk *p, const uint8_t *f, size_t len,
 	uint32_t s;
 
 	if (len < KMS_PKT_ETH_HLEN + KMS_PKT_IPV6_HLEN + 24 ||
-	    get16(f + 12) != ET_IPV6 || ip[0] >> 4 != 6 ||
+	    kms_pkt_get16(f + 12) != ET_IPV6 || ip[0] >> 4 != 6 ||
 	    ip[6] != PROTO_ICMPV6 || ip[7] != 255)
 		return false;
-	plen = get16(ip + 4);
+	plen = kms_pkt_get16(ip + 4);
 	if (plen < 24 || plen > len - KMS_PKT_ETH_HLEN - KMS_PKT_IPV6_HLEN ||
 	    icmp[0] != ICMP6_NA || icmp[1] != 0 ||
 	    memcmp(icmp + 8, p->flow.dst_ip, 16))
@@ -399,7 +388,7 @@ static bool from_kms(const struct lg_dpdk *p, const uint8_t *f,
 {
 	const uint8_t *ip = f + pi->l3_off;
 
-	if (pi->is_ipv6 != p->v6 || get16(f + pi->l4_off) != p->kms_port)
+	if (pi->is_ipv6 != p->v6 || kms_pkt_get16(f + pi->l4_off) != p->kms_port)
 		return false;
 	return p->v6 ? !memcmp(ip + 8, p->flow.dst_ip, 16)
 		     : !memcmp(ip + 12, p->flow.dst_ip, 4);
@@ -547,12 +536,12 @@ static void tx_offload(const struct lg_dpdk *p, struct rte_mbuf *m,
 	} else {
 		udp = l3 + KMS_PKT_IPV4_HLEN;
 		ph = kms_pkt_ipv4_phdr_sum(l3 + 12, l3 + 16, PROTO_UDP, ulen);
-		put16(l3 + 10, 0);
+		kms_pkt_put16(l3 + 10, 0);
 		m->l3_len = KMS_PKT_IPV4_HLEN;
 		m->ol_flags = RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM |
 			      RTE_MBUF_F_TX_UDP_CKSUM;
 	}
-	put16(udp + 6, (uint16_t)ph);   /* as rte_ipv4/6_phdr_cksum() */
+	kms_pkt_put16(udp + 6, (uint16_t)ph);   /* as rte_ipv4/6_phdr_cksum() */
 }
 
 static int dpdk_send(struct lg_io *io, const struct lg_dgram *d, unsigned n)
