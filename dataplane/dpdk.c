@@ -60,6 +60,7 @@ struct kms_dp {
 	int own_mp;
 	int port_started;
 	uint64_t tx_ol;            /* TX checksum offloads in use */
+	int link_gate;             /* poll only while the link is up */
 	unsigned ready;            /* workers that finished init */
 	int rx_done;               /* RX stopped: workers drain and exit */
 	unsigned rx_stopped;       /* workers that stopped reading RX */
@@ -121,6 +122,28 @@ static int classify(struct kms_dp *dp, struct counters *c, struct rte_mbuf *m,
 	return 0;
 }
 
+/*
+ * DPDK 22.11's memif PMD reads its ring address from the shared region
+ * before it checks that the peer is connected; the region of a peer that
+ * is still connecting has no address yet, so a poll preempted between the
+ * two reads dereferences NULL + ring offset once the connection completes
+ * (seen once in ~16 CI runs as a kmsd segfault just as a new testpmd peer
+ * connected). The PMD sets the link up only after it has mapped the
+ * regions: on such ports RX and TX run only while the link reads up, which
+ * closes that window. The check is a copy of the port's link word
+ * (rte_eth_link_get_nowait), a few ns, and is skipped on other ports.
+ */
+static int port_up(const struct kms_dp *dp)
+{
+	struct rte_eth_link link;
+
+	if (!dp->link_gate)
+		return 1;
+	if (rte_eth_link_get_nowait(dp->cfg.port_id, &link))
+		return 0;
+	return link.link_status == RTE_ETH_LINK_UP;
+}
+
 static void transmit(struct kms_dp *dp, struct counters *c, uint16_t txq,
 		     struct rte_mbuf **tx, unsigned n)
 {
@@ -128,7 +151,8 @@ static void transmit(struct kms_dp *dp, struct counters *c, uint16_t txq,
 
 	if (!n)
 		return;
-	sent = rte_eth_tx_burst(dp->cfg.port_id, txq, tx, (uint16_t)n);
+	if (port_up(dp))
+		sent = rte_eth_tx_burst(dp->cfg.port_id, txq, tx, (uint16_t)n);
 	CNT_ADD(c, tx, sent);
 	if (sent < n) {
 		CNT_ADD(c, tx_full, n - sent);
@@ -192,6 +216,8 @@ unsigned kms_dp_rx_poll(struct kms_dp *dp)
 	unsigned nper[dp->cfg.nworkers];
 	unsigned total = 0;
 
+	if (!port_up(dp))
+		return 0;
 	memset(nper, 0, sizeof(nper));
 	for (uint16_t q = 0; q < dp->nq; q++) {
 		unsigned n, ntx = 0, nreq = 0;
@@ -328,6 +354,8 @@ unsigned kms_dp_worker_poll(struct kms_dp *dp, unsigned wid)
 		 * worker does not own (or junk) cannot keep it from serving,
 		 * draining its ring or seeing a stop. */
 		do {
+			if (!port_up(dp))
+				break;
 			k = rte_eth_rx_burst(dp->cfg.port_id, c->rxq, pkts, BURST);
 			CNT_ADD(&c->c, rx, k);
 			ntx = 0;
@@ -661,6 +689,7 @@ static int port_setup(struct kms_dp *dp)
 		return KMS_ERR_CONFIG;
 	}
 	dp->port_started = 1;
+	dp->link_gate = !strcmp(info.driver_name, "net_memif");
 	rte_eth_promiscuous_enable(cfg->port_id); /* virtual ports: our MAC may differ from the peer's view */
 	rte_eth_macaddr_get(cfg->port_id, &mac);
 	memcpy(dp->cfg.addr.mac, mac.addr_bytes, 6);
