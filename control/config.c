@@ -78,6 +78,7 @@ static const struct field fields[] = {
 	NUM("security", "replay_capacity", K_U32, replay_capacity, 1024, 1u << 26),
 	NUM("cache", "keys_per_worker", K_U32, cache_keys, 16, 1u << 22),
 	STR("crypto", "mode", crypto_mode),
+	STR("crypto", "engine", crypto_engine),
 	NUM("policy", "reuse_max_deposits", K_U32, policy.reuse_max_deposits, 0, UINT32_MAX),
 	NUM("policy", "reuse_max_age_s", K_U32, policy.reuse_max_age_s, 0, UINT32_MAX),
 	NUM("policy", "deposit_lifetime_s", K_U32, policy.deposit_lifetime_s, 1, UINT32_MAX),
@@ -223,9 +224,14 @@ int kms_config_validate(const struct kms_config *cfg, char *errbuf,
 			 "before the answer)");
 		return KMS_ERR_CONFIG;
 	}
-	if (strcmp(cfg->crypto_mode, "offload")) {
-		snprintf(errbuf, errlen, "crypto.mode: '%s' is not available (only 'offload' in this build)",
+	if (strcmp(cfg->crypto_mode, "offload") && strcmp(cfg->crypto_mode, "hsm")) {
+		snprintf(errbuf, errlen, "crypto.mode: '%s' is not offload|hsm",
 			 cfg->crypto_mode);
+		return KMS_ERR_CONFIG;
+	}
+	if (cfg->crypto_engine[0] && strcmp(cfg->crypto_mode, "offload")) {
+		snprintf(errbuf, errlen, "crypto.engine is for crypto.mode = offload "
+			 "(in mode hsm every AEAD runs in the HSM)");
 		return KMS_ERR_CONFIG;
 	}
 	if (strcmp(cfg->log_level, "error") && strcmp(cfg->log_level, "warning") &&

@@ -53,7 +53,9 @@ struct kms_config {
 	/* [cache] */
 	uint32_t cache_keys;          /**< unwrapped keys cached per worker */
 	/* [crypto] */
-	char crypto_mode[16];         /**< "offload" */
+	char crypto_mode[16];         /**< "offload" or "hsm" */
+	char crypto_engine[256];      /**< offload: OpenSSL engine id or .so
+	                                   path; empty = OpenSSL's own */
 	/* [policy] */
 	struct kms_policy policy;
 	/* [log] */

@@ -5,6 +5,7 @@
 
 static const struct kms_crypto_ops *const modes[] = {
 	&kms_crypto_offload_ops,
+	&kms_crypto_hsm_ops,
 };
 
 const struct kms_crypto_ops *kms_crypto_find(const char *name)

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * Offload crypto mode: keys unwrapped by the HSM into locked memory, AEAD
- * through OpenSSL EVP with contexts cached per key.
+ * through OpenSSL EVP with contexts cached per key, optionally through an
+ * OpenSSL ENGINE.
  *
- * The cache is a fixed array of entries with CLOCK replacement, indexed by
- * a chained hash of the wrapped blob. Nothing is allocated per request:
- * EVP contexts are allocated once per entry at create time and re-keyed on
- * replacement. Raw key bytes live in a kms_secmem arena (mlock, no dump).
+ * The cache is a keycache (CLOCK, found by blob) whose slots carry the key
+ * bytes and two EVP contexts. Nothing is allocated per request: contexts
+ * are allocated once per slot at create time and re-keyed on replacement.
+ * Raw key bytes live in a kms_secmem arena (mlock, no dump).
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -14,22 +15,17 @@
 #include <string.h>
 
 #include "crypto_priv.h"
+#include "keycache.h"
 #include "kms_err.h"
 #include "kms_log.h"
 #include "kms_secmem.h"
 
 struct kms_ckey {
-	uint8_t blob[KMS_HSM_BLOB_LEN];
+	int32_t idx;             /* its keycache slot */
 	uint8_t *key;            /* KMS_HSM_KEY_LEN bytes in the secmem arena */
 	EVP_CIPHER_CTX *enc, *dec;
-	int32_t next;            /* hash chain, -1 = end */
-	uint32_t pins;
-	uint8_t used;            /* slot holds a key */
-	uint8_t ref;             /* CLOCK reference bit */
 	uint8_t keyed;           /* contexts carry this key */
 };
-
-#define POOL_MAX 64
 
 /* A pre-made K: made by the HSM while the worker was idle. */
 struct pooled {
@@ -39,123 +35,49 @@ struct pooled {
 
 struct offload {
 	struct kms_hsm_session *hsm;
+	ENGINE *engine;                  /* NULL: OpenSSL's own AES-GCM */
 	struct kms_secmem *mem, *pool_mem;
-	struct pooled pool[POOL_MAX];
+	struct pooled pool[KMS_CRYPTO_POOL_MAX];
 	unsigned npool;
-	struct kms_ckey *e;
-	int32_t *bucket;
-	uint32_t cap, nbucket, hand, cached;
-	struct kms_crypto_stats st;
+	struct kms_keycache kc;
+	struct kms_ckey *e;              /* kc.cap, indexed like the slots */
+	uint64_t new_keys, pool_hits, unwrap_failures;
 };
 
-static uint32_t blob_hash(const uint8_t *b, uint32_t nbucket)
+static void evict(void *arg, uint32_t idx)
 {
-	/* The blob is ciphertext under the KEK: its bytes are uniform. */
-	uint32_t h;
+	struct kms_ckey *k = &((struct offload *)arg)->e[idx];
 
-	memcpy(&h, b + 8, sizeof(h));
-	return h & (nbucket - 1);
-}
-
-static void unlink_entry(struct offload *o, int32_t idx)
-{
-	int32_t *pp = &o->bucket[blob_hash(o->e[idx].blob, o->nbucket)];
-
-	while (*pp != -1) {
-		if (*pp == idx) {
-			*pp = o->e[idx].next;
-			return;
-		}
-		pp = &o->e[*pp].next;
-	}
-}
-
-static void entry_clear(struct offload *o, int32_t idx)
-{
-	struct kms_ckey *k = &o->e[idx];
-
-	unlink_entry(o, idx);
 	explicit_bzero(k->key, KMS_HSM_KEY_LEN);
-	/* Reset wipes the key schedule OpenSSL holds for the context. */
+	/* Reset wipes the key schedule OpenSSL (or the engine) holds. */
 	EVP_CIPHER_CTX_reset(k->enc);
 	EVP_CIPHER_CTX_reset(k->dec);
-	k->used = k->keyed = k->ref = 0;
-	o->cached--;
-	o->st.evictions++;
-}
-
-/* CLOCK: the first unpinned entry whose reference bit is clear. */
-static int32_t victim(struct offload *o)
-{
-	for (uint32_t spins = 0; spins < 2 * o->cap + 1; spins++) {
-		uint32_t i = o->hand;
-		struct kms_ckey *k = &o->e[i];
-
-		o->hand = (o->hand + 1) % o->cap;
-		if (!k->used)
-			return (int32_t)i;
-		if (k->pins)
-			continue;
-		if (k->ref) {
-			k->ref = 0;
-			continue;
-		}
-		entry_clear(o, (int32_t)i);
-		return (int32_t)i;
-	}
-	return -1;
-}
-
-static int32_t lookup(struct offload *o, const uint8_t *blob)
-{
-	for (int32_t i = o->bucket[blob_hash(blob, o->nbucket)]; i != -1;
-	     i = o->e[i].next)
-		if (!memcmp(o->e[i].blob, blob, KMS_HSM_BLOB_LEN))
-			return i;
-	return -1;
-}
-
-static void insert(struct offload *o, int32_t idx, const uint8_t *blob)
-{
-	struct kms_ckey *k = &o->e[idx];
-	uint32_t h = blob_hash(blob, o->nbucket);
-
-	memcpy(k->blob, blob, KMS_HSM_BLOB_LEN);
-	k->used = 1;
-	k->ref = 1;
-	k->pins = 1;
 	k->keyed = 0;
-	k->next = o->bucket[h];
-	o->bucket[h] = idx;
-	o->cached++;
 }
 
 static int key_get(void *state, const uint8_t blob[KMS_HSM_BLOB_LEN],
-		   struct kms_ckey **out)
+		   enum kms_key_kind kind, struct kms_ckey **out)
 {
 	struct offload *o = state;
-	int32_t idx = lookup(o, blob);
+	int32_t idx = kms_kc_get(&o->kc, blob);
 	int rc;
 
+	(void)kind; /* both kinds are host keys in this mode */
 	if (idx >= 0) {
-		o->st.hits++;
-		o->e[idx].ref = 1;
-		o->e[idx].pins++;
 		*out = &o->e[idx];
 		return KMS_OK;
 	}
-	o->st.misses++;
-	idx = victim(o);
+	idx = kms_kc_victim(&o->kc);
 	if (idx < 0)
 		return KMS_ERR_BUSY;
 	rc = kms_hsm_unwrap(o->hsm, blob, o->e[idx].key);
 	if (rc) {
 		explicit_bzero(o->e[idx].key, KMS_HSM_KEY_LEN);
 		if (rc == KMS_ERR_AUTH)
-			o->st.unwrap_failures++;
+			o->unwrap_failures++;
 		return rc;
 	}
-	insert(o, idx, blob);
+	kms_kc_insert(&o->kc, idx, blob);
 	*out = &o->e[idx];
 	return KMS_OK;
 }
@@ -165,7 +87,7 @@ static int key_new(void *state, uint8_t blob[KMS_HSM_BLOB_LEN],
 {
 	struct offload *o = state;
 	uint8_t tmp[KMS_HSM_BLOB_LEN];
-	int32_t idx = victim(o);
+	int32_t idx = kms_kc_victim(&o->kc);
 	int rc;
 
 	if (idx < 0)
@@ -177,7 +99,7 @@ static int key_new(void *state, uint8_t blob[KMS_HSM_BLOB_LEN],
 		memcpy(o->e[idx].key, p->key, KMS_HSM_KEY_LEN);
 		memcpy(tmp, p->blob, sizeof(tmp));
 		explicit_bzero(p->key, KMS_HSM_KEY_LEN);
-		o->st.pool_hits++;
+		o->pool_hits++;
 		rc = KMS_OK;
 	} else {
 		rc = kms_hsm_new_key(o->hsm, o->e[idx].key, tmp);
@@ -186,27 +108,28 @@ static int key_new(void *state, uint8_t blob[KMS_HSM_BLOB_LEN],
 		explicit_bzero(o->e[idx].key, KMS_HSM_KEY_LEN);
 		return rc;
 	}
-	insert(o, idx, tmp);
+	kms_kc_insert(&o->kc, idx, tmp);
 	memcpy(blob, tmp, sizeof(tmp));
-	o->st.new_keys++;
+	o->new_keys++;
 	*out = &o->e[idx];
 	return KMS_OK;
 }
 
 static void key_release(void *state, struct kms_ckey *k)
 {
-	(void)state;
-	if (k && k->pins)
-		k->pins--;
+	if (k)
+		kms_kc_unpin(&((struct offload *)state)->kc, k->idx);
 }
 
 /* Key the two contexts on first use as a party key. */
-static int ensure_keyed(struct kms_ckey *k)
+static int ensure_keyed(struct offload *o, struct kms_ckey *k)
 {
 	if (k->keyed)
 		return KMS_OK;
-	if (EVP_EncryptInit_ex(k->enc, EVP_aes_256_gcm(), NULL, k->key, NULL) != 1 ||
-	    EVP_DecryptInit_ex(k->dec, EVP_aes_256_gcm(), NULL, k->key, NULL) != 1)
+	if (EVP_EncryptInit_ex(k->enc, EVP_aes_256_gcm(), o->engine, k->key,
+			       NULL) != 1 ||
+	    EVP_DecryptInit_ex(k->dec, EVP_aes_256_gcm(), o->engine, k->key,
+			       NULL) != 1)
 		return KMS_ERR_CRYPTO;
 	k->keyed = 1;
 	return KMS_OK;
@@ -218,8 +141,7 @@ static int seal(void *state, struct kms_ckey *k, const uint8_t iv[12],
 {
 	int n;
 
-	(void)state;
-	if (ensure_keyed(k))
+	if (ensure_keyed(state, k))
 		return KMS_ERR_CRYPTO;
 	/* IV only: the key schedule stays in the context. */
 	if (EVP_EncryptInit_ex(k->enc, NULL, NULL, NULL, iv) != 1 ||
@@ -237,8 +159,7 @@ static int open_(void *state, struct kms_ckey *k, const uint8_t iv[12],
 {
 	int n;
 
-	(void)state;
-	if (ensure_keyed(k))
+	if (ensure_keyed(state, k))
 		return KMS_ERR_CRYPTO;
 	if (EVP_DecryptInit_ex(k->dec, NULL, NULL, NULL, iv) != 1 ||
 	    EVP_DecryptUpdate(k->dec, NULL, &n, ad, (int)ad_len) != 1 ||
@@ -262,12 +183,17 @@ static int seal_key(void *state, struct kms_ckey *outer, struct kms_ckey *inner,
 		    ct, tag);
 }
 
+const uint8_t *kms_crypto_offload_key(const struct kms_ckey *k)
+{
+	return k->key;
+}
+
 static unsigned refill(void *state, unsigned max)
 {
 	struct offload *o = state;
 	unsigned made = 0;
 
-	while (made < max && o->npool < POOL_MAX) {
+	while (made < max && o->npool < KMS_CRYPTO_POOL_MAX) {
 		struct pooled *p = &o->pool[o->npool];
 
 		if (kms_hsm_new_key(o->hsm, p->key, p->blob)) {
@@ -287,17 +213,18 @@ static void destroy(void *state)
 	if (!o)
 		return;
 	kms_secmem_destroy(o->pool_mem); /* wipes the pre-made keys */
-	for (uint32_t i = 0; o->e && i < o->cap; i++) {
+	for (uint32_t i = 0; o->e && i < o->kc.cap; i++) {
 		EVP_CIPHER_CTX_free(o->e[i].enc); /* cleanses the schedule */
 		EVP_CIPHER_CTX_free(o->e[i].dec);
 	}
 	kms_secmem_destroy(o->mem); /* wipes every key */
 	free(o->e);
-	free(o->bucket);
+	kms_kc_fini(&o->kc);
 	free(o);
 }
 
-static int create(struct kms_hsm_session *hsm, uint32_t capacity, void **state)
+static int create(struct kms_hsm_session *hsm,
+		  const struct kms_crypto_conf *conf, void **state)
 {
 	struct offload *o = calloc(1, sizeof(*o));
 	int rc = KMS_ERR_NOMEM;
@@ -305,36 +232,34 @@ static int create(struct kms_hsm_session *hsm, uint32_t capacity, void **state)
 	if (!o)
 		return KMS_ERR_NOMEM;
 	o->hsm = hsm;
-	o->cap = capacity < 16 ? 16 : capacity;
-	for (o->nbucket = 16; o->nbucket < o->cap; o->nbucket <<= 1)
-		;
-	o->e = calloc(o->cap, sizeof(*o->e));
-	o->bucket = malloc(o->nbucket * sizeof(*o->bucket));
-	if (!o->e || !o->bucket)
-		goto err;
-	rc = kms_secmem_create(KMS_HSM_KEY_LEN, o->cap, &o->mem);
+	o->engine = conf->ossl_engine;
+	rc = kms_kc_init(&o->kc, conf->capacity, evict, o);
 	if (rc)
 		goto err;
-	rc = kms_secmem_create(KMS_HSM_KEY_LEN, POOL_MAX, &o->pool_mem);
+	rc = KMS_ERR_NOMEM;
+	o->e = calloc(o->kc.cap, sizeof(*o->e));
+	if (!o->e)
+		goto err;
+	rc = kms_secmem_create(KMS_HSM_KEY_LEN, o->kc.cap, &o->mem);
 	if (rc)
 		goto err;
-	for (unsigned i = 0; i < POOL_MAX; i++)
+	rc = kms_secmem_create(KMS_HSM_KEY_LEN, KMS_CRYPTO_POOL_MAX, &o->pool_mem);
+	if (rc)
+		goto err;
+	rc = KMS_ERR_NOMEM;
+	for (unsigned i = 0; i < KMS_CRYPTO_POOL_MAX; i++) {
 		o->pool[i].key = kms_secmem_alloc(o->pool_mem);
-	rc = KMS_ERR_NOMEM;
-	if (!o->pool[POOL_MAX - 1].key)
-		goto err;
-	rc = KMS_ERR_NOMEM;
-	for (uint32_t i = 0; i < o->nbucket; i++)
-		o->bucket[i] = -1;
-	for (uint32_t i = 0; i < o->cap; i++) {
+		if (!o->pool[i].key)
+			goto err;
+	}
+	for (uint32_t i = 0; i < o->kc.cap; i++) {
+		o->e[i].idx = (int32_t)i;
 		o->e[i].key = kms_secmem_alloc(o->mem);
 		o->e[i].enc = EVP_CIPHER_CTX_new();
 		o->e[i].dec = EVP_CIPHER_CTX_new();
-		o->e[i].next = -1;
 		if (!o->e[i].key || !o->e[i].enc || !o->e[i].dec)
 			goto err;
 	}
-	o->st.capacity = o->cap;
 	*state = o;
 	return KMS_OK;
 err:
@@ -346,8 +271,15 @@ static void stats(void *state, struct kms_crypto_stats *out)
 {
 	struct offload *o = state;
 
-	*out = o->st;
-	out->cached = o->cached;
+	memset(out, 0, sizeof(*out));
+	out->hits = o->kc.hits;
+	out->misses = o->kc.misses;
+	out->evictions = o->kc.evictions;
+	out->new_keys = o->new_keys;
+	out->pool_hits = o->pool_hits;
+	out->unwrap_failures = o->unwrap_failures;
+	out->cached = o->kc.cached;
+	out->capacity = o->kc.cap;
 }
 
 const struct kms_crypto_ops kms_crypto_offload_ops = {

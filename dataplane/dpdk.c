@@ -78,6 +78,7 @@ struct kms_dp {
 static struct kms_dp *telemetry_dp;
 static rte_rwlock_t telemetry_lock = RTE_RWLOCK_INITIALIZER;
 static int telemetry_registered;
+static const char *crypto_mode_name = "";
 
 static struct kms_pkt_info *pinfo(struct rte_mbuf *m)
 {
@@ -531,6 +532,7 @@ static int tel_stats(const char *cmd, const char *params, struct rte_tel_data *d
 	rte_tel_data_add_dict_u64(d, "cache_hits", st.cache_hits);
 	rte_tel_data_add_dict_u64(d, "cache_misses", st.cache_misses);
 	rte_tel_data_add_dict_u64(d, "hsm_calls", st.hsm_calls);
+	rte_tel_data_add_dict_string(d, "crypto_mode", crypto_mode_name);
 	return 0;
 }
 
@@ -769,6 +771,7 @@ int kms_dp_create(struct kms_engine *e, const struct kms_dp_config *cfg,
 		goto err;
 	rte_rwlock_write_lock(&telemetry_lock);
 	telemetry_dp = dp;
+	crypto_mode_name = kms_engine_crypto_mode(e);
 	rte_rwlock_write_unlock(&telemetry_lock);
 	if (!telemetry_registered) {
 		rte_telemetry_register_cmd("/kms/stats", tel_stats,

@@ -31,6 +31,7 @@ struct kms_engine {
 	const struct kms_crypto_ops *crypto;
 	struct kms_hsm *hsm;
 	struct kms_ks *ks;
+	void *ossl_engine;         /* offload: ENGINE the AEAD goes through */
 };
 
 /* Per-request state while a batch is in flight. */
@@ -121,6 +122,21 @@ int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
 	if (!e->cfg.now_ms)
 		e->cfg.now_ms = clock_ms;
 	e->crypto = ops;
+	if (cfg->crypto_engine && cfg->crypto_engine[0]) {
+		int rc;
+
+		if (strcmp(ops->name, "offload")) {
+			KMS_ERR("crypto.engine is for crypto.mode = offload; in "
+				"mode '%s' every AEAD runs in the HSM", ops->name);
+			free(e);
+			return KMS_ERR_CONFIG;
+		}
+		rc = kms_crypto_engine_load(cfg->crypto_engine, &e->ossl_engine);
+		if (rc) {
+			free(e);
+			return rc;
+		}
+	}
 	e->hsm = hsm;
 	e->ks = ks;
 	*out = e;
@@ -129,7 +145,15 @@ int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
 
 void kms_engine_destroy(struct kms_engine *e)
 {
+	if (!e)
+		return;
+	kms_crypto_engine_release(e->ossl_engine);
 	free(e);
+}
+
+const char *kms_engine_crypto_mode(const struct kms_engine *e)
+{
+	return e->crypto->name;
 }
 
 unsigned kms_engine_nworkers(const struct kms_engine *e)
@@ -199,6 +223,7 @@ static int reload_nonces(struct kms_worker *w)
 int kms_worker_create(struct kms_engine *e, unsigned id, struct kms_worker **out)
 {
 	struct kms_worker *w = calloc(1, sizeof(*w));
+	struct kms_crypto_conf ccfg;
 	int rc = KMS_ERR_NOMEM;
 
 	if (!w)
@@ -227,7 +252,9 @@ int kms_worker_create(struct kms_engine *e, unsigned id, struct kms_worker **out
 	rc = kms_hsm_session_open(e->hsm, &w->hsm);
 	if (rc)
 		goto err;
-	rc = e->crypto->create(w->hsm, e->cfg.cache_keys, &w->crypto);
+	ccfg.capacity = e->cfg.cache_keys;
+	ccfg.ossl_engine = e->ossl_engine;
+	rc = e->crypto->create(w->hsm, &ccfg, &w->crypto);
 	if (rc)
 		goto err;
 	*out = w;
@@ -422,7 +449,8 @@ static uint16_t deposit_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 	    p->pair.uses < pol->reuse_max_deposits &&
 	    (!pol->reuse_max_age_s ||
 	     now - p->pair.created_ms < (uint64_t)pol->reuse_max_age_s * 1000)) {
-		rc = w->e->crypto->key_get(w->crypto, p->pair.blob, &p->k_k);
+		rc = w->e->crypto->key_get(w->crypto, p->pair.blob,
+					   KMS_KEY_MEDIA, &p->k_k);
 		if (rc)
 			return crypto_status(rc);
 		p->pair.uses++;
@@ -490,7 +518,7 @@ static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 		return KMS_ST_NOT_RECIPIENT;
 	if (pol->max_retrievals && d->retrievals >= pol->max_retrievals)
 		return KMS_ST_POLICY_DENIED;
-	rc = w->e->crypto->key_get(w->crypto, d->blob, &p->k_k);
+	rc = w->e->crypto->key_get(w->crypto, d->blob, KMS_KEY_MEDIA, &p->k_k);
 	if (rc)
 		return crypto_status(rc);
 	d->retrievals++;
@@ -551,11 +579,11 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 		return st;
 
 	if (dep) {
-		rc = ops->key_get(w->crypto, pa.blob, &ka);
+		rc = ops->key_get(w->crypto, pa.blob, KMS_KEY_PARTY, &ka);
 		if (rc)
 			return crypto_status(rc);
 	}
-	rc = ops->key_get(w->crypto, px.blob, &kx);
+	rc = ops->key_get(w->crypto, px.blob, KMS_KEY_PARTY, &kx);
 	if (rc) {
 		st = crypto_status(rc);
 		goto out;

@@ -39,7 +39,11 @@ struct kms_hasher;
 #define KMS_ENGINE_CACHE_MIN(batch) (2u * (batch) + 16u)
 
 struct kms_engine_config {
-	const char *crypto_mode;     /**< "offload" */
+	const char *crypto_mode;     /**< "offload" or "hsm" */
+	/** offload: an OpenSSL ENGINE id, or the path of a dynamic engine's
+	 *  .so (contains a '/'), that AES-256-GCM must go through; NULL or ""
+	 *  for OpenSSL's own. Refused in hsm mode. */
+	const char *crypto_engine;
 	struct kms_policy policy;
 	uint32_t max_skew_ms;
 	uint32_t replay_capacity;
@@ -92,11 +96,17 @@ struct kms_stats {
 	uint64_t deferred_flushes, deferred_failures;
 };
 
-/** @return KMS_OK, KMS_ERR_CONFIG (unknown crypto mode), KMS_ERR_NOMEM. */
+/** Loads the configured OpenSSL engine, if any.
+ *  @return KMS_OK, KMS_ERR_CONFIG (unknown crypto mode; an engine that does
+ *          not load or lacks AES-256-GCM; an engine with mode hsm; the
+ *          reason is logged), KMS_ERR_NOMEM. */
 int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
 		      struct kms_ks *ks, struct kms_engine **out);
 /** Call after every worker is destroyed. NULL is a no-op. */
 void kms_engine_destroy(struct kms_engine *e);
+
+/** The crypto mode's name ("offload", "hsm"). */
+const char *kms_engine_crypto_mode(const struct kms_engine *e);
 
 /** The number of workers the engine was created for. */
 unsigned kms_engine_nworkers(const struct kms_engine *e);

@@ -65,9 +65,14 @@ static enum kms_log_level level_of(const char *s)
 	return KMS_LOG_INFO;
 }
 
+/* Set once the engine exists: shown with the counters. */
+static const char *crypto_mode = "";
+
 /* The engine's counters, on stdout at exit (both I/O modes). */
 static void print_engine_stats(const struct kms_stats *st)
 {
+	printf("kmsd: stats: crypto_mode=%s cache_evictions=%llu\n", crypto_mode,
+	       (unsigned long long)st->cache_evictions);
 	static const char *const kinds[] = { "deposit", "retrieve", "other" };
 
 	printf("kmsd: stats: keys_new=%llu (pre-made %llu) keys_reused=%llu retrievals=%llu "
@@ -347,7 +352,8 @@ int main(int argc, char **argv)
 		.path = cfg.store_path, .map_size = cfg.map_size_mb << 20, .create = 0,
 	};
 	struct kms_engine_config ec = {
-		.crypto_mode = cfg.crypto_mode, .policy = cfg.policy,
+		.crypto_mode = cfg.crypto_mode, .crypto_engine = cfg.crypto_engine,
+		.policy = cfg.policy,
 		.max_skew_ms = cfg.max_skew_s * 1000,
 		.replay_capacity = cfg.replay_capacity,
 		.cache_keys = cfg.cache_keys, .nworkers = cfg.workers,
@@ -366,6 +372,7 @@ int main(int argc, char **argv)
 	}
 	if (kms_engine_create(&ec, hsm, ks, &eng))
 		goto out;
+	crypto_mode = kms_engine_crypto_mode(eng);
 #ifdef KMS_HAVE_DPDK
 	if (!strcmp(cfg.io, "dpdk"))
 		rc = run_dpdk(&cfg, eng, io_bench) ? 1 : 0;

@@ -8,7 +8,9 @@
  * C_GetFunctionList, C_Initialize (CKF_OS_LOCKING_OK), C_GetSlotList,
  * C_GetTokenInfo, C_OpenSession, C_Login, C_GenerateRandom, C_GenerateKey,
  * C_FindObjects*, C_CreateObject, C_WrapKey, C_UnwrapKey,
- * C_GetAttributeValue, C_DestroyObject, C_CloseSession, C_Finalize.
+ * C_GetAttributeValue, C_DestroyObject, C_CloseSession, C_Finalize, and for
+ * crypto_mode = hsm C_GetMechanismInfo, C_EncryptInit, C_Encrypt,
+ * C_DecryptInit, C_Decrypt.
  *
  * Key hierarchy: one KEK per store, an AES-256 token object (CKA_TOKEN,
  * CKA_SENSITIVE, !CKA_EXTRACTABLE, CKA_WRAP, CKA_UNWRAP) found by CKA_LABEL.
@@ -125,6 +127,49 @@ int kms_hsm_unwrap(struct kms_hsm_session *s,
  */
 int kms_hsm_new_key(struct kms_hsm_session *s, uint8_t key_out[KMS_HSM_KEY_LEN],
 		    uint8_t blob[KMS_HSM_BLOB_LEN]);
+
+/** A session object's handle (CK_OBJECT_HANDLE). */
+typedef uint64_t kms_hsm_obj;
+
+/**
+ * Unwrap a blob into a session object the host can encrypt and decrypt
+ * with but never read or export (crypto_mode = hsm): CKA_TOKEN=false,
+ * CKA_PRIVATE, CKA_SENSITIVE, !CKA_EXTRACTABLE, CKA_ENCRYPT, CKA_DECRYPT,
+ * !CKA_WRAP, !CKA_UNWRAP. One C_UnwrapKey; CKA_VALUE is never read. The
+ * object lives until kms_hsm_key_unload or the session closes.
+ * @return KMS_OK, KMS_ERR_AUTH (the blob fails the integrity check),
+ *         KMS_ERR_HSM.
+ */
+int kms_hsm_key_load(struct kms_hsm_session *s,
+		     const uint8_t blob[KMS_HSM_BLOB_LEN], kms_hsm_obj *out);
+
+/** C_DestroyObject. @return KMS_OK or KMS_ERR_HSM. */
+int kms_hsm_key_unload(struct kms_hsm_session *s, kms_hsm_obj obj);
+
+/**
+ * AES-256-GCM inside the HSM (CKM_AES_GCM, 96-bit IV, 128-bit tag):
+ * C_EncryptInit + C_Encrypt. @p pt_len <= 512.
+ * @return KMS_OK, KMS_ERR_INVAL (too long), KMS_ERR_HSM.
+ */
+int kms_hsm_gcm_seal(struct kms_hsm_session *s, kms_hsm_obj key,
+		     const uint8_t iv[12], const uint8_t *ad, size_t ad_len,
+		     const uint8_t *pt, size_t pt_len, uint8_t *ct,
+		     uint8_t tag[16]);
+
+/**
+ * C_DecryptInit + C_Decrypt of ct||tag. @p pt is written only on KMS_OK.
+ * @return KMS_OK, KMS_ERR_AUTH (the tag does not verify:
+ *         CKR_ENCRYPTED_DATA_INVALID or _LEN_RANGE), KMS_ERR_INVAL,
+ *         KMS_ERR_HSM.
+ */
+int kms_hsm_gcm_open(struct kms_hsm_session *s, kms_hsm_obj key,
+		     const uint8_t iv[12], const uint8_t *ad, size_t ad_len,
+		     const uint8_t *ct, size_t ct_len, const uint8_t tag[16],
+		     uint8_t *pt);
+
+/** @return 1 if the token's CKM_AES_GCM encrypts and decrypts with
+ *  256-bit keys (C_GetMechanismInfo), else 0 (logged). */
+int kms_hsm_has_gcm(struct kms_hsm_session *s);
 
 /** Number of PKCS#11 calls made on this session so far (for stats); read
  *  it from the session's own thread. NULL gives 0. */

@@ -487,6 +487,7 @@ static int bench_aead(const struct opts *o, struct hsm_env *h,
 	struct kms_id b = { (const uint8_t *)id_b, ID_LEN };
 	uint8_t blob[KMS_HSM_BLOB_LEN], key_id[KMS_KEY_ID_LEN], nonce[KMS_NONCE_LEN];
 	struct aead_ctx *c = calloc(1, sizeof(*c));
+	struct kms_crypto_conf conf = { .capacity = 16 };
 	uint64_t ts = wall_ms();
 	int rc = -1;
 
@@ -495,7 +496,7 @@ static int bench_aead(const struct opts *o, struct hsm_env *h,
 	if (!c)
 		return -1;
 	c->ops = kms_crypto_find("offload");
-	if (!c->ops || c->ops->create(h->s, 16, &c->st)) {
+	if (!c->ops || c->ops->create(h->s, &conf, &c->st)) {
 		fprintf(stderr, "kms-bench-ceil: crypto mode 'offload' unavailable\n");
 		goto out;
 	}
@@ -555,13 +556,82 @@ out:
 
 struct hsm_res {
 	struct stat3 random32, new_key, wrap, unwrap;
+	/* crypto_mode = hsm: CKM_AES_GCM on a loaded session object, and the
+	 * load itself (a party key's cache miss in that mode) */
+	struct stat3 gcm_open, gcm_seal_keybox, key_load;
+	double retrieve_ceiling, deposit_ceiling;
 };
 
 struct hsm_ctx {
 	struct kms_hsm_session *s;
 	uint8_t key[KMS_HSM_KEY_LEN], blob[KMS_HSM_BLOB_LEN];
 	uint8_t out[KMS_HSM_KEY_LEN], tmp[KMS_HSM_BLOB_LEN];
+	kms_hsm_obj obj;
+	uint8_t iv[12], ad[KMS_ID_MAX + 32], pt[KMS_TOKEN_PT_MAX];
+	uint8_t ct[KMS_TOKEN_PT_MAX], tag[16], back[KMS_TOKEN_PT_MAX];
+	uint8_t box_ad[160], box[32], box_tag[16];
+	size_t ad_len, pt_len, box_ad_len;
 };
+
+static int op_hsm_gcm_open(void *arg, unsigned long n)
+{
+	struct hsm_ctx *c = arg;
+
+	for (unsigned long i = 0; i < n; i++)
+		if (kms_hsm_gcm_open(c->s, c->obj, c->iv, c->ad, c->ad_len, c->ct,
+				     c->pt_len, c->tag, c->back))
+			return -1;
+	return 0;
+}
+
+static int op_hsm_gcm_seal_keybox(void *arg, unsigned long n)
+{
+	struct hsm_ctx *c = arg;
+
+	for (unsigned long i = 0; i < n; i++) {
+		c->iv[0]++; /* a fresh IV per box, as the engine's */
+		if (kms_hsm_gcm_seal(c->s, c->obj, c->iv, c->box_ad, c->box_ad_len,
+				     c->key, sizeof(c->key), c->box, c->box_tag))
+			return -1;
+	}
+	return 0;
+}
+
+static int op_hsm_key_load(void *arg, unsigned long n)
+{
+	struct hsm_ctx *c = arg;
+	kms_hsm_obj o;
+
+	for (unsigned long i = 0; i < n; i++)
+		if (kms_hsm_key_load(c->s, c->blob, &o) ||
+		    kms_hsm_key_unload(c->s, o))
+			return -1;
+	return 0;
+}
+
+/* Token and keybox of the AEAD section's sizes, under a loaded object. */
+static int hsm_gcm_setup(struct hsm_ctx *c)
+{
+	static const char id_a[] = "sip:alice-0001@bench.org";
+	static const char id_b[] = "sip:bobby-0002@bench.org";
+	struct kms_id a = { (const uint8_t *)id_a, ID_LEN };
+	struct kms_id b = { (const uint8_t *)id_b, ID_LEN };
+	uint8_t key_id[KMS_KEY_ID_LEN], nonce[KMS_NONCE_LEN];
+	uint64_t ts = wall_ms();
+
+	if (kms_hsm_key_load(c->s, c->blob, &c->obj))
+		return -1;
+	c->pt_len = kms_token_pt(&a, &b, c->pt);
+	c->ad_len = kms_token_ad(KMS_ROLE_B, &b, 1, ts, c->ad);
+	fill_rand(key_id, sizeof(key_id));
+	fill_rand(nonce, sizeof(nonce));
+	c->box_ad_len = kms_keybox_ad(KMS_T_RETRIEVE_RESP, KMS_ROLE_B, 1, &a, &b,
+				      key_id, 1, ts + 604800000ull, nonce,
+				      c->box_ad);
+	fill_rand(c->iv, sizeof(c->iv));
+	return kms_hsm_gcm_seal(c->s, c->obj, c->iv, c->ad, c->ad_len, c->pt,
+				c->pt_len, c->ct, c->tag);
+}
 
 static int op_hsm_random(void *arg, unsigned long n)
 {
@@ -616,7 +686,24 @@ static int bench_hsm(const struct opts *o, struct hsm_env *h, struct hsm_res *r)
 	measure(o, op_hsm_new_key, &c, &r->new_key);
 	measure(o, op_hsm_wrap, &c, &r->wrap);
 	measure(o, op_hsm_unwrap, &c, &r->unwrap);
-	rc = r->random32.err || r->new_key.err || r->wrap.err || r->unwrap.err ?
+	if (hsm_gcm_setup(&c)) {
+		fprintf(stderr, "kms-bench-ceil: HSM CKM_AES_GCM unavailable\n");
+		goto out;
+	}
+	measure(o, op_hsm_gcm_open, &c, &r->gcm_open);
+	measure(o, op_hsm_gcm_seal_keybox, &c, &r->gcm_seal_keybox);
+	measure(o, op_hsm_key_load, &c, &r->key_load);
+	kms_hsm_key_unload(c.s, c.obj);
+	/* hsm mode: a RETRIEVE opens Eb and seals the box; a DEPOSIT opens
+	 * Ea and Eas and seals the box. */
+	if (r->gcm_open.med > 0 && r->gcm_seal_keybox.med > 0) {
+		r->retrieve_ceiling = 1.0 / (1.0 / r->gcm_open.med +
+					     1.0 / r->gcm_seal_keybox.med);
+		r->deposit_ceiling = 1.0 / (2.0 / r->gcm_open.med +
+					    1.0 / r->gcm_seal_keybox.med);
+	}
+	rc = r->random32.err || r->new_key.err || r->wrap.err || r->unwrap.err ||
+	     r->gcm_open.err || r->gcm_seal_keybox.err || r->key_load.err ?
 	     -1 : 0;
 out:
 	OPENSSL_cleanse(&c, sizeof(c));
@@ -1161,6 +1248,12 @@ static void print_text(const struct results *R)
 		    "ops/s", 1);
 		row("HSM kms_hsm_wrap, 32 B key", &R->hsm.wrap, "ops/s", 1);
 		row("HSM kms_hsm_unwrap (key cache miss)", &R->hsm.unwrap, "ops/s", 1);
+		row("HSM CKM_AES_GCM open, token (hsm mode, 2 calls)",
+		    &R->hsm.gcm_open, "ops/s", 1);
+		row("HSM CKM_AES_GCM seal, keybox (hsm mode, 2 calls)",
+		    &R->hsm.gcm_seal_keybox, "ops/s", 1);
+		row("HSM kms_hsm_key_load + unload (hsm mode party key miss)",
+		    &R->hsm.key_load, "ops/s", 1);
 	}
 	if (R->ok_lmdb) {
 		const struct lmdb_res *l = &R->lmdb;
@@ -1201,6 +1294,11 @@ static void print_text(const struct results *R)
 		       " (timed as one op: %s)\n",
 		       si(R->aead.retrieve_ceiling, a, sizeof(a)),
 		       si(R->aead.retrieve.med, b, sizeof(b)));
+	if (R->ok_hsm > 0 && R->hsm.retrieve_ceiling > 0)
+		printf("hsm_retrieve_ceiling_rps = 1 / (t_gcm_open + t_gcm_seal_keybox) = %s req/s\n"
+		       "hsm_deposit_ceiling_rps = 1 / (2 t_gcm_open + t_gcm_seal_keybox) = %s req/s\n",
+		       si(R->hsm.retrieve_ceiling, a, sizeof(a)),
+		       si(R->hsm.deposit_ceiling, b, sizeof(b)));
 	if (R->ok_hsm)
 		printf("HSM token: %s\n", R->hsm_token);
 	if (R->ok_lmdb)
@@ -1248,7 +1346,13 @@ static int write_json(const struct opts *o, const struct results *R)
 		json_stat(f, "random32_ops", &R->hsm.random32, ",\n  ");
 		json_stat(f, "new_key_ops", &R->hsm.new_key, ",\n  ");
 		json_stat(f, "wrap_ops", &R->hsm.wrap, ",\n  ");
-		json_stat(f, "unwrap_ops", &R->hsm.unwrap, "},\n");
+		json_stat(f, "unwrap_ops", &R->hsm.unwrap, ",\n  ");
+		json_stat(f, "gcm_open_ops", &R->hsm.gcm_open, ",\n  ");
+		json_stat(f, "gcm_seal_keybox_ops", &R->hsm.gcm_seal_keybox, ",\n  ");
+		json_stat(f, "key_load_ops", &R->hsm.key_load, "},\n");
+		fprintf(f, " \"hsm_retrieve_ceiling_rps\": %.1f,\n"
+			" \"hsm_deposit_ceiling_rps\": %.1f,\n",
+			R->hsm.retrieve_ceiling, R->hsm.deposit_ceiling);
 	}
 	if (R->ok_lmdb) {
 		const struct lmdb_res *l = &R->lmdb;

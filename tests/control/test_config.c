@@ -77,6 +77,14 @@ static void test_errors_name_line(void **state)
 	assert_int_equal(load("[nope]\nx = 1\n", &cfg, err, sizeof(err)), KMS_ERR_CONFIG);
 	assert_int_equal(load("[crypto]\nmode = magic\n", &cfg, err, sizeof(err)), KMS_ERR_CONFIG);
 	assert_non_null(strstr(err, "crypto.mode"));
+	/* Both crypto modes; an engine only with offload. */
+	assert_int_equal(load("[crypto]\nmode = hsm\n", &cfg, err, sizeof(err)), KMS_OK);
+	assert_string_equal(cfg.crypto_mode, "hsm");
+	assert_int_equal(load("[crypto]\nengine = /x/e.so\n", &cfg, err, sizeof(err)), KMS_OK);
+	assert_string_equal(cfg.crypto_engine, "/x/e.so");
+	assert_int_equal(load("[crypto]\nmode = hsm\nengine = qatengine\n", &cfg, err,
+			      sizeof(err)), KMS_ERR_CONFIG);
+	assert_non_null(strstr(err, "crypto.engine"));
 	assert_int_equal(load("[net\nport = 1\n", &cfg, err, sizeof(err)), KMS_ERR_CONFIG);
 	/* Deferred RETRIEVE records: only with an unlimited retrieval count. */
 	assert_int_equal(load("[store]\nretrieve_records = deferred\n", &cfg, err,

@@ -32,6 +32,11 @@ static void premade_keys(void **state)
 	struct efx_dep d1, d2, d3;
 	struct efx_ret r;
 	struct kms_stats s0, s1, s2;
+	/* In hsm mode a DEPOSIT's AEAD is 6 calls on a cache hit: Ea and Eas
+	 * opened (C_DecryptInit + C_Decrypt each), the keybox sealed
+	 * (C_EncryptInit + C_Encrypt). */
+	const char *mode = getenv("KMS_TEST_CRYPTO_MODE");
+	uint64_t aead_calls = mode && !strcmp(mode, "hsm") ? 6 : 0;
 
 	/* Warm Ka and Kas (pool empty: this K is made inline). */
 	assert_int_equal(efx_deposit(f, &d1, PT(P_A), PT(P_B), PT(P_AS)),
@@ -39,18 +44,18 @@ static void premade_keys(void **state)
 	assert_int_equal(kms_worker_idle(f->w[0], 1), 1);
 	efx_stats(f, &s0);
 	/* A new pair: a new K, from the pool; the recipient's key is not
-	 * needed for a DEPOSIT, so no HSM call at all. */
+	 * needed for a DEPOSIT, so no HSM call at all but the AEAD's. */
 	assert_int_equal(efx_deposit(f, &d2, PT(P_A), PT(P_C), PT(P_AS)),
 			 KMS_ST_OK);
 	efx_stats(f, &s1);
 	assert_int_equal(s1.keys_pooled - s0.keys_pooled, 1);
-	assert_int_equal(s1.hsm_calls, s0.hsm_calls);
+	assert_int_equal(s1.hsm_calls - s0.hsm_calls, aead_calls);
 	/* Pool empty again: the next new K goes to the HSM. */
 	assert_int_equal(efx_deposit(f, &d3, PT(P_A), PT(P_D), PT(P_AS)),
 			 KMS_ST_OK);
 	efx_stats(f, &s2);
 	assert_int_equal(s2.keys_pooled, s1.keys_pooled);
-	assert_true(s2.hsm_calls > s1.hsm_calls);
+	assert_true(s2.hsm_calls > s1.hsm_calls + aead_calls);
 	assert_int_equal(s2.keys_new, 3);
 	assert_int_equal(efx_retrieve(f, &r, &d2, PT(P_C)), KMS_ST_OK);
 	assert_memory_equal(d2.k, r.k, KMS_KEY_LEN);

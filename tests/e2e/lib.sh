@@ -67,7 +67,9 @@ server_port() { echo "${SERVER##*:}"; }
 
 # Make $W with a token "kms" and a config file $W/kms.conf (port
 # $KMS_E2E_PORT, default 0: the kernel picks one; start_kmsd reads it back).
-# $KMS_E2E_EXTRA_CONF is appended to the file (e.g. a [dpdk] section).
+# $KMS_E2E_EXTRA_CONF is appended to the file (e.g. a [dpdk] section);
+# $KMS_E2E_CRYPTO_MODE (default offload) and $KMS_E2E_CRYPTO_ENGINE (an
+# OpenSSL engine id or path, offload only) fill [crypto].
 setup_env() {
   W=$(mktemp -d /tmp/kms-e2e-XXXXXX)
   trap cleanup EXIT
@@ -89,6 +91,9 @@ map_size_mb = 64
 listen = 127.0.0.1
 port = ${KMS_E2E_PORT:-0}
 workers = 2
+[crypto]
+mode = ${KMS_E2E_CRYPTO_MODE:-offload}
+${KMS_E2E_CRYPTO_ENGINE:+engine = $KMS_E2E_CRYPTO_ENGINE}
 [policy]
 ${KMS_E2E_POLICY:-}
 ${KMS_E2E_EXTRA_CONF:-}

@@ -110,6 +110,9 @@ $CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/ea5.tok" \
 if stop_kmsd; then pass "SIGTERM: exit 0"; else fail "kmsd exit status on SIGTERM"; fi
 grep -Eq "$E2E_GARBAGE_COUNTED" "$W/kmsd.log" && pass "garbage counted as drops" || fail "drop count: $(grep stats "$W/kmsd.log")"
 grep -q "deposit REPLAY=1" "$W/kmsd.log" && pass "replay counted" || fail "replay count"
+grep -q "crypto_mode=${KMS_E2E_CRYPTO_MODE:-offload} " "$W/kmsd.log" \
+  && pass "served in crypto mode ${KMS_E2E_CRYPTO_MODE:-offload}" \
+  || fail "crypto mode: $(grep crypto_mode "$W/kmsd.log")"
 
 # 11. Replay protection survives a restart (and a SIGKILL): the single-use
 #     nonces were committed with their requests and are reloaded.
