@@ -35,7 +35,7 @@ struct hsmmode {
 	struct kms_keycache kc;   /* party keys */
 	struct pkey *p;           /* kc.cap, indexed like the slots */
 	void *media;              /* an offload instance: K */
-	uint64_t unwrap_failures, unload_failures;
+	uint64_t unload_failures;
 };
 
 static const struct kms_crypto_ops *const media_ops = &kms_crypto_offload_ops;
@@ -58,6 +58,14 @@ static void evict(void *arg, uint32_t idx)
 	h->p[idx].obj = 0;
 }
 
+/* A party key's cache miss: unwrapped into a session object. */
+static int load(void *arg, uint32_t idx, const uint8_t *blob)
+{
+	struct hsmmode *h = arg;
+
+	return kms_hsm_key_load(h->hsm, blob, &h->p[idx].obj);
+}
+
 static int key_get(void *state, const uint8_t blob[KMS_HSM_BLOB_LEN],
 		   enum kms_key_kind kind, struct kms_ckey **out)
 {
@@ -67,21 +75,10 @@ static int key_get(void *state, const uint8_t blob[KMS_HSM_BLOB_LEN],
 
 	if (kind == KMS_KEY_MEDIA)
 		return media_ops->key_get(h->media, blob, kind, out);
-	idx = kms_kc_get(&h->kc, blob);
-	if (idx < 0) {
-		idx = kms_kc_victim(&h->kc);
-		if (idx < 0)
-			return KMS_ERR_BUSY;
-		rc = kms_hsm_key_load(h->hsm, blob, &h->p[idx].obj);
-		if (rc) {
-			if (rc == KMS_ERR_AUTH)
-				h->unwrap_failures++;
-			return rc;
-		}
-		kms_kc_insert(&h->kc, idx, blob);
-	}
-	*out = (struct kms_ckey *)(void *)&h->p[idx];
-	return KMS_OK;
+	rc = kms_kc_fetch(&h->kc, blob, load, &idx);
+	if (rc == KMS_OK)
+		*out = (struct kms_ckey *)(void *)&h->p[idx];
+	return rc;
 }
 
 static int key_new(void *state, uint8_t blob[KMS_HSM_BLOB_LEN],
@@ -218,7 +215,7 @@ static void stats(void *state, struct kms_crypto_stats *out)
 	out->hits += h->kc.hits;
 	out->misses += h->kc.misses;
 	out->evictions += h->kc.evictions;
-	out->unwrap_failures += h->unwrap_failures;
+	out->unwrap_failures += h->kc.auth_failures;
 	out->cached += h->kc.cached;
 	out->capacity += h->kc.cap;
 }

@@ -41,7 +41,7 @@ struct offload {
 	unsigned npool;
 	struct kms_keycache kc;
 	struct kms_ckey *e;              /* kc.cap, indexed like the slots */
-	uint64_t new_keys, pool_hits, unwrap_failures;
+	uint64_t new_keys, pool_hits;
 };
 
 static void evict(void *arg, uint32_t idx)
@@ -55,31 +55,29 @@ static void evict(void *arg, uint32_t idx)
 	k->keyed = 0;
 }
 
+/* A cache miss: the HSM unwraps the blob into the slot's locked bytes. */
+static int load(void *arg, uint32_t idx, const uint8_t *blob)
+{
+	struct kms_ckey *k = &((struct offload *)arg)->e[idx];
+	int rc = kms_hsm_unwrap(((struct offload *)arg)->hsm, blob, k->key);
+
+	if (rc)
+		explicit_bzero(k->key, KMS_HSM_KEY_LEN);
+	return rc;
+}
+
 static int key_get(void *state, const uint8_t blob[KMS_HSM_BLOB_LEN],
 		   enum kms_key_kind kind, struct kms_ckey **out)
 {
 	struct offload *o = state;
-	int32_t idx = kms_kc_get(&o->kc, blob);
+	int32_t idx;
 	int rc;
 
 	(void)kind; /* both kinds are host keys in this mode */
-	if (idx >= 0) {
+	rc = kms_kc_fetch(&o->kc, blob, load, &idx);
+	if (rc == KMS_OK)
 		*out = &o->e[idx];
-		return KMS_OK;
-	}
-	idx = kms_kc_victim(&o->kc);
-	if (idx < 0)
-		return KMS_ERR_BUSY;
-	rc = kms_hsm_unwrap(o->hsm, blob, o->e[idx].key);
-	if (rc) {
-		explicit_bzero(o->e[idx].key, KMS_HSM_KEY_LEN);
-		if (rc == KMS_ERR_AUTH)
-			o->unwrap_failures++;
-		return rc;
-	}
-	kms_kc_insert(&o->kc, idx, blob);
-	*out = &o->e[idx];
-	return KMS_OK;
+	return rc;
 }
 
 static int key_new(void *state, uint8_t blob[KMS_HSM_BLOB_LEN],
@@ -277,7 +275,7 @@ static void stats(void *state, struct kms_crypto_stats *out)
 	out->evictions = o->kc.evictions;
 	out->new_keys = o->new_keys;
 	out->pool_hits = o->pool_hits;
-	out->unwrap_failures = o->unwrap_failures;
+	out->unwrap_failures = o->kc.auth_failures;
 	out->cached = o->kc.cached;
 	out->capacity = o->kc.cap;
 }

@@ -112,6 +112,28 @@ void kms_kc_insert(struct kms_keycache *kc, int32_t idx, const uint8_t *blob)
 	kc->cached++;
 }
 
+int kms_kc_fetch(struct kms_keycache *kc, const uint8_t *blob,
+		 int (*load)(void *arg, uint32_t idx, const uint8_t *blob),
+		 int32_t *idx)
+{
+	int32_t i = kms_kc_get(kc, blob);
+	int rc;
+
+	if (i < 0) {
+		i = kms_kc_victim(kc);
+		if (i < 0)
+			return KMS_ERR_BUSY;
+		rc = load(kc->arg, (uint32_t)i, blob);
+		if (rc) {
+			kc->auth_failures += rc == KMS_ERR_AUTH;
+			return rc;
+		}
+		kms_kc_insert(kc, i, blob);
+	}
+	*idx = i;
+	return KMS_OK;
+}
+
 void kms_kc_unpin(struct kms_keycache *kc, int32_t idx)
 {
 	if (kc->s[idx].pins)

@@ -30,6 +30,7 @@ struct kms_keycache {
 	int32_t *bucket;
 	uint32_t cap, nbucket, hand, cached;
 	uint64_t hits, misses, evictions;
+	uint64_t auth_failures;  /* loads refused as KMS_ERR_AUTH (bad blob) */
 	/* Wipe or destroy the payload of slot @p idx (being evicted). */
 	void (*evict)(void *arg, uint32_t idx);
 	void *arg;
@@ -48,6 +49,16 @@ int32_t kms_kc_get(struct kms_keycache *kc, const uint8_t *blob);
 int32_t kms_kc_victim(struct kms_keycache *kc);
 /** Enter @p blob in slot @p idx (from kms_kc_victim), pinned once. */
 void kms_kc_insert(struct kms_keycache *kc, int32_t idx, const uint8_t *blob);
+/**
+ * The slot holding @p blob, pinned: a hit, or on a miss a victim slot
+ * filled by @p load (its payload for @p blob) and entered. A load that
+ * fails leaves the slot free; KMS_ERR_AUTH from it is counted.
+ * @return KMS_OK (*idx set), KMS_ERR_BUSY (every slot pinned), or the
+ *         load's error.
+ */
+int kms_kc_fetch(struct kms_keycache *kc, const uint8_t *blob,
+		 int (*load)(void *arg, uint32_t idx, const uint8_t *blob),
+		 int32_t *idx);
 /** Unpin slot @p idx. */
 void kms_kc_unpin(struct kms_keycache *kc, int32_t idx);
 

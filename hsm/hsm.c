@@ -680,6 +680,20 @@ out:
 	return ret;
 }
 
+/* C_UnwrapKey of a blob under the KEK with template @p tmpl; on failure
+ * *obj is CK_INVALID_HANDLE (never trust what a failed call wrote). */
+static CK_RV unwrap_obj(struct kms_hsm_session *s, const uint8_t *blob,
+			CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *obj)
+{
+	CK_MECHANISM mech = { CKM_AES_KEY_WRAP, NULL, 0 };
+	CK_RV rv = P11(s, C_UnwrapKey, s->h, &mech, s->kek, (CK_BYTE_PTR)blob,
+		       KMS_HSM_BLOB_LEN, tmpl, n, obj);
+
+	if (rv != CKR_OK)
+		*obj = CK_INVALID_HANDLE;
+	return rv;
+}
+
 /*
  * C_UnwrapKey into a temporary session object, read CKA_VALUE into @key,
  * destroy the object. A C_UnwrapKey failure is left in *unwrap_rv, unlogged,
@@ -688,7 +702,6 @@ out:
 static int unwrap_raw(struct kms_hsm_session *s, const uint8_t *blob,
 		      uint8_t key[KMS_HSM_KEY_LEN], CK_RV *unwrap_rv)
 {
-	CK_MECHANISM mech = { CKM_AES_KEY_WRAP, NULL, 0 };
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
 	CK_KEY_TYPE type = CKK_AES;
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -709,14 +722,10 @@ static int unwrap_raw(struct kms_hsm_session *s, const uint8_t *blob,
 	int ret = KMS_ERR_HSM;
 	CK_RV rv;
 
-	rv = P11(s, C_UnwrapKey, s->h, &mech, s->kek, (CK_BYTE_PTR)blob,
-		 KMS_HSM_BLOB_LEN, tmpl, ARRAY_SIZE(tmpl), &tmp);
+	rv = unwrap_obj(s, blob, tmpl, ARRAY_SIZE(tmpl), &tmp);
 	*unwrap_rv = rv;
-	if (rv != CKR_OK) {
-		/* Never trust a handle a failed call may have written. */
-		tmp = CK_INVALID_HANDLE;
+	if (rv != CKR_OK)
 		goto out;
-	}
 	rv = P11(s, C_GetAttributeValue, s->h, tmp, &value, 1);
 	if (rv != CKR_OK) {
 		log_ckr("C_GetAttributeValue(CKA_VALUE)", rv);
@@ -804,7 +813,6 @@ int kms_hsm_unwrap(struct kms_hsm_session *s,
 int kms_hsm_key_load(struct kms_hsm_session *s,
 		     const uint8_t blob[KMS_HSM_BLOB_LEN], kms_hsm_obj *out)
 {
-	CK_MECHANISM mech = { CKM_AES_KEY_WRAP, NULL, 0 };
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
 	CK_KEY_TYPE type = CKK_AES;
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -824,8 +832,7 @@ int kms_hsm_key_load(struct kms_hsm_session *s,
 	CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
 	CK_RV rv;
 
-	rv = P11(s, C_UnwrapKey, s->h, &mech, s->kek, (CK_BYTE_PTR)blob,
-		 KMS_HSM_BLOB_LEN, tmpl, ARRAY_SIZE(tmpl), &obj);
+	rv = unwrap_obj(s, blob, tmpl, ARRAY_SIZE(tmpl), &obj);
 	if (rv != CKR_OK)
 		return unwrap_failure(s, rv);
 	*out = obj;
