@@ -7,10 +7,17 @@
  * never read, destroys them on eviction and refuses to use K as anything
  * but a keybox's content.
  *
+ * With the test OpenSSL engine (tests/ossl/kmstest.so), offload mode's
+ * AEAD goes through it (its own count of finished operations moves by
+ * exactly the operations made), and an engine that does not load or lacks
+ * AES-256-GCM is refused.
+ *
  * The reference computations use key bytes the test itself obtains from
  * the HSM (kms_hsm_unwrap): the test plays an auditor with the KEK's
  * blessing, which kmsd never is in hsm mode.
  */
+#include "kms_ossl_engine.h" /* first: ENGINE's deprecation acknowledged */
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,8 +32,12 @@
 
 #include "crypto_priv.h"
 #include "hsm_priv.h"
+#include "kms_engine.h"
 #include "kms_err.h"
 #include "kms_testenv.h"
+#include "p11fwd.h"
+
+#include <dlfcn.h>
 
 #define NPARTY 40
 
@@ -36,17 +47,22 @@ struct fx {
 	struct kms_hsm_session *s;
 	const struct kms_crypto_ops *ops;
 	void *st;
+	void *engine;
 	uint8_t blob[NPARTY][KMS_HSM_BLOB_LEN];
 	uint8_t key[NPARTY][KMS_HSM_KEY_LEN];
 };
 
-static int setup_mode(void **state, const char *mode, uint32_t capacity)
+static int setup_mode(void **state, const char *mode, uint32_t capacity,
+		      const char *engine)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	struct kms_crypto_conf conf = { .capacity = capacity };
 
 	if (!f || kms_testenv_setup(&f->env))
 		return -1;
+	if (engine && kms_crypto_engine_load(engine, &f->engine))
+		return -1;
+	conf.ossl_engine = f->engine;
 	if (kms_hsm_open(&f->env.hsm, &f->hsm) || kms_hsm_kek_create(f->hsm) ||
 	    kms_hsm_session_open(f->hsm, &f->s))
 		return -1;
@@ -60,8 +76,20 @@ static int setup_mode(void **state, const char *mode, uint32_t capacity)
 	return 0;
 }
 
-static int setup_offload(void **state) { return setup_mode(state, "offload", 16); }
-static int setup_hsm(void **state) { return setup_mode(state, "hsm", 16); }
+static int setup_offload(void **state) { return setup_mode(state, "offload", 16, NULL); }
+static int setup_hsm(void **state) { return setup_mode(state, "hsm", 16, NULL); }
+static int setup_engine(void **state)
+{
+	return setup_mode(state, "offload", 16, KMS_TEST_ENGINE_SO);
+}
+
+/* hsm mode through kms_p11fwd.so, which counts value reads. */
+static int setup_hsm_fwd(void **state)
+{
+	setenv("KMS_P11FWD_TARGET", KMS_P11_MODULE_SO, 1);
+	setenv("KMS_TEST_PKCS11_MODULE", KMS_P11FWD_SO, 1);
+	return setup_mode(state, "hsm", 16, NULL);
+}
 
 static int teardown(void **state)
 {
@@ -69,6 +97,7 @@ static int teardown(void **state)
 
 	if (f->st)
 		f->ops->destroy(f->st);
+	kms_crypto_engine_release(f->engine);
 	kms_hsm_session_close(f->s);
 	kms_hsm_close(f->hsm);
 	kms_testenv_teardown(&f->env);
@@ -308,6 +337,62 @@ static void hsm_party_keys_stay_inside(void **state)
 	assert_int_equal(session_keys(f, h, 64), 0);
 }
 
+static void fwd_counts(struct kms_p11fwd_counts *c)
+{
+	void *dl = dlopen(KMS_P11FWD_SO, RTLD_NOW | RTLD_NOLOAD);
+	void (*get)(struct kms_p11fwd_counts *);
+
+	assert_non_null(dl);
+	*(void **)&get = dlsym(dl, "kms_p11fwd_counts");
+	assert_non_null(get);
+	get(c);
+	dlclose(dl);
+}
+
+/* Seen from the module's side: every party key was unwrapped into a
+ * non-extractable object and no CKA_VALUE of such an object was ever
+ * asked for, while tokens were opened, boxes sealed and K made. The
+ * detector works: a read the test makes itself is seen. */
+static void hsm_never_reads_party_values(void **state)
+{
+	struct fx *f = *state;
+	struct kms_p11fwd_counts c0, c1, c2;
+	struct kms_ckey *k[6];
+	uint8_t iv[12] = { 7 }, pt[40] = { 1 }, ct[40], tag[16];
+	uint8_t kblob[KMS_HSM_BLOB_LEN], box[32], val[32];
+	CK_OBJECT_HANDLE h[64];
+	CK_ATTRIBUTE v = { CKA_VALUE, val, sizeof(val) };
+
+	fwd_counts(&c0);
+	for (unsigned i = 0; i < 5; i++) {
+		assert_int_equal(f->ops->key_get(f->st, f->blob[i], KMS_KEY_PARTY,
+						 &k[i]), KMS_OK);
+		assert_int_equal(f->ops->seal(f->st, k[i], iv, NULL, 0, pt,
+					      sizeof(pt), ct, tag), KMS_OK);
+		assert_int_equal(f->ops->open(f->st, k[i], iv, NULL, 0, ct,
+					      sizeof(ct), tag, pt), KMS_OK);
+	}
+	assert_int_equal(f->ops->key_new(f->st, kblob, &k[5]), KMS_OK);
+	assert_int_equal(f->ops->seal_key(f->st, k[0], k[5], iv, NULL, 0, box,
+					  tag), KMS_OK);
+	fwd_counts(&c1);
+	assert_int_equal(c1.unwraps_nonextractable - c0.unwraps_nonextractable, 5);
+	assert_int_equal(c1.value_reads_nonextractable, 0);
+	assert_int_equal(c1.live_nonextractable, 5);
+	for (unsigned i = 0; i < 6; i++)
+		f->ops->key_release(f->st, k[i]);
+	/* The detector: one read of a party key's value, refused and seen. */
+	assert_true(session_keys(f, h, 64) >= 1);
+	assert_int_equal(f->s->p11->C_GetAttributeValue(f->s->h, h[0], &v, 1),
+			 CKR_ATTRIBUTE_SENSITIVE);
+	fwd_counts(&c2);
+	assert_int_equal(c2.value_reads_nonextractable, 1);
+	f->ops->destroy(f->st);
+	f->st = NULL;
+	fwd_counts(&c2);
+	assert_int_equal(c2.live_nonextractable, 0);
+}
+
 /* K is only ever a keybox's content and a party key never is: misuse of
  * either is refused, not served. */
 static void hsm_kinds_kept_apart(void **state)
@@ -358,6 +443,59 @@ static void hsm_calls_per_op(void **state)
 	f->ops->key_release(f->st, ka);
 }
 
+/* ---------------------------------------------- offload + ENGINE */
+
+static long engine_finals(struct fx *f)
+{
+	long n = -1;
+
+	assert_int_equal(ENGINE_ctrl_cmd(f->engine, "GET_FINALS", 0, &n, NULL, 0), 1);
+	return n;
+}
+
+/* The engine does the work: its count of finished operations moves by
+ * exactly the seals and opens made (the results still match OpenSSL's). */
+static void engine_does_the_aead(void **state)
+{
+	struct fx *f = *state;
+	long n0 = engine_finals(f);
+
+	gcm_matches_openssl(state);
+	/* seal, open, seal_key of a new K, seal_key of the same K again */
+	assert_int_equal(engine_finals(f) - n0, 4);
+	tampering_refused(state);
+	/* seal + 4 refused opens + 1 with the wrong key + 1 good open */
+	assert_int_equal(engine_finals(f) - n0, 4 + 7);
+}
+
+/* No silent fallback: an engine that does not load, or loads without
+ * AES-256-GCM, is a configuration error; so is an engine in hsm mode. */
+static void engine_refusals(void **state)
+{
+	struct kms_engine_config ec = { .crypto_mode = "hsm", .cache_keys = 64,
+					.nworkers = 1, .batch_max = 16 };
+	struct kms_engine *eng = NULL;
+	void *e = NULL;
+
+	(void)state;
+	assert_int_equal(kms_crypto_engine_load("/nonexistent/engine.so", &e),
+			 KMS_ERR_CONFIG);
+	assert_int_equal(kms_crypto_engine_load("no-such-engine-kms", &e),
+			 KMS_ERR_CONFIG);
+	assert_int_equal(kms_crypto_engine_load(KMS_P11_MODULE_SO, &e),
+			 KMS_ERR_CONFIG); /* a .so, but no engine */
+	setenv("KMS_TEST_ENGINE_NO_GCM", "1", 1);
+	assert_int_equal(kms_crypto_engine_load(KMS_TEST_ENGINE_SO, &e),
+			 KMS_ERR_CONFIG);
+	unsetenv("KMS_TEST_ENGINE_NO_GCM");
+	assert_null(e);
+	assert_int_equal(kms_crypto_engine_load(KMS_TEST_ENGINE_SO, &e), KMS_OK);
+	kms_crypto_engine_release(e);
+	ec.crypto_engine = KMS_TEST_ENGINE_SO;
+	assert_int_equal(kms_engine_create(&ec, NULL, NULL, &eng), KMS_ERR_CONFIG);
+	assert_null(eng);
+}
+
 int main(void)
 {
 #define BOTH(t) cmocka_unit_test_setup_teardown(t, setup_offload, teardown), \
@@ -374,6 +512,11 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(hsm_calls_per_op, setup_hsm,
 						teardown),
+		cmocka_unit_test_setup_teardown(hsm_never_reads_party_values,
+						setup_hsm_fwd, teardown),
+		cmocka_unit_test_setup_teardown(engine_does_the_aead, setup_engine,
+						teardown),
+		cmocka_unit_test(engine_refusals),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

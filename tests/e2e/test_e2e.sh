@@ -133,6 +133,49 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   . "$(dirname "$0")/lib.sh"
   setup_env
   KMSD_ARGS=(--io socket)
+  # With an OpenSSL engine (e2e_socket_engine): it must really have done
+  # the AEAD (the test engine counts its finished operations into a file
+  # at exit), and a broken engine must stop kmsd at start.
+  if [ -n "${KMS_E2E_CRYPTO_ENGINE:-}" ]; then
+    mkdir -p "$W/engine"
+    export KMS_TEST_ENGINE_COUNTS=$W/engine/%p.txt
+  fi
+  # Through the counting PKCS#11 module (e2e_socket_hsm): every process
+  # reports how it treated key values.
+  if [ -n "${KMS_P11FWD_TARGET:-}" ]; then
+    mkdir -p "$W/p11fwd"
+    export KMS_P11FWD_REPORT=$W/p11fwd/%p.txt
+  fi
   e2e_checks
+  if [ -n "${KMS_P11FWD_TARGET:-}" ]; then
+    nx=$(cat "$W"/p11fwd/*.txt 2>/dev/null | awk '$1 == "unwraps_nonextractable" { s += $2 } END { print s + 0 }')
+    nxr=$(cat "$W"/p11fwd/*.txt 2>/dev/null | awk '$1 == "value_reads_nonextractable" { s += $2 } END { print s + 0 }')
+    nrep=$(ls "$W"/p11fwd/*.txt 2>/dev/null | wc -l)
+    [ "$nrep" -ge 3 ] && [ "$nx" -ge 4 ] && [ "$nxr" -eq 0 ] \
+      && pass "HSM side ($nrep processes): $nx party keys loaded as non-extractable objects, 0 of their values read" \
+      || fail "HSM side: $nrep reports, $nx non-extractable loads, $nxr value reads of them"
+  fi
+  if [ -n "${KMS_E2E_CRYPTO_ENGINE:-}" ]; then
+    finals=$(cat "$W"/engine/*.txt 2>/dev/null | sed -n 's/.*finals=\([0-9]*\).*/\1/p' |
+      awk '{ s += $1 } END { print s + 0 }')
+    # every answered DEPOSIT opens 2 tokens and seals 1 box, a RETRIEVE 1 + 1
+    [ "${finals:-0}" -ge 10 ] && pass "the AEAD went through the engine ($finals operations)" \
+      || fail "engine operations: '${finals:-none}'"
+    grep -q "AES-256-GCM through OpenSSL engine 'kmstest'" "$W/kmsd.log" \
+      && pass "kmsd named the engine at start" || fail "no engine line in kmsd's log"
+    # refused_engine SPEC [ENV=VALUE]: kmsd must exit non-zero, saying why
+    refused_engine() {
+      sed "s|^engine = .*|engine = $1|" "$W/kms.conf" > "$W/kms-bad.conf"
+      local rc=0
+      env ${2:+"$2"} timeout 20 "$KMSD" -c "$W/kms-bad.conf" --io socket \
+        >"$W/kmsd-bad.log" 2>&1 || rc=$?
+      [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "$3" "$W/kmsd-bad.log" \
+        && pass "kmsd refuses $4 (exit $rc)" \
+        || fail "kmsd with $4: exit $rc, log: $(cat "$W/kmsd-bad.log")"
+    }
+    refused_engine /nonexistent/engine.so "" "does not load" "an engine that does not load"
+    refused_engine "$KMS_E2E_CRYPTO_ENGINE" KMS_TEST_ENGINE_NO_GCM=1 \
+      "does not implement AES-256-GCM" "an engine without AES-256-GCM"
+  fi
   finish
 fi
