@@ -71,9 +71,10 @@ static const char *crypto_mode = "";
 /* The engine's counters, on stdout at exit (both I/O modes). */
 static void print_engine_stats(const struct kms_stats *st)
 {
+	static const char *const kinds[] = { "deposit", "retrieve", "other" };
+
 	printf("kmsd: stats: crypto_mode=%s cache_evictions=%llu\n", crypto_mode,
 	       (unsigned long long)st->cache_evictions);
-	static const char *const kinds[] = { "deposit", "retrieve", "other" };
 
 	printf("kmsd: stats: keys_new=%llu (pre-made %llu) keys_reused=%llu retrievals=%llu "
 		"commits=%llu commit_failures=%llu cache_hits=%llu cache_misses=%llu "

@@ -23,6 +23,13 @@
 #
 # Cases: retrieve (--mix 0:1), deposit-reuse (--mix 1:0), deposit-new
 # (--mix 1:0 --new-pairs 100), mixed (--mix 1:1); 1 and 2 workers.
+# Crypto modes (issue 6): retrieve-hsm and deposit-hsm are retrieve and
+# deposit-reuse with crypto.mode = hsm, compared with the HSM's CKM_AES_GCM
+# rate through hsm/ over the calls a request needs (floor 60%); offload
+# RETRIEVE and DEPOSIT re-used are compared with the AEAD ceiling per worker
+# (floor 25%). retrieve-cold and retrieve-cold-hsm run RETRIEVE with the
+# smallest key cache (2 x batch + 16) so most requests miss: with kmsd's
+# miss count, the cost of one miss = (1/cold - 1/warm) / misses per request.
 # Ratios: RETRIEVE vs retrieve_aead_ceiling_rps (one core's AEAD for two
 # token opens and one keybox seal); socket RETRIEVE vs UDP echo round
 # trips; every case vs durable commits/s at the KMS's mean batch
@@ -51,7 +58,8 @@ CEIL_RECORDS=200000
 CEIL_ARGS=""
 BUILD=${KMS_BUILD:-}
 OUT=""
-CASES="retrieve retrieve-deferred deposit-reuse deposit-new mixed"
+CASES="retrieve retrieve-deferred deposit-reuse deposit-new mixed retrieve-hsm deposit-hsm retrieve-cold retrieve-cold-hsm"
+ALL_CASES=$CASES
 WORKERS="1 2"
 DPDK=0
 KEEP=0
@@ -145,8 +153,8 @@ done
 "$KMSCTL" --help 2>&1 | grep -q 'enroll-bulk' ||
 	die "$KMSCTL has no enroll-bulk"
 for c in $CASES; do
-	case $c in retrieve|retrieve-deferred|deposit-reuse|deposit-new|mixed) ;;
-	*) die "unknown case '$c' (cases: retrieve retrieve-deferred deposit-reuse deposit-new mixed)" ;;
+	case " $ALL_CASES " in *" $c "*) ;;
+	*) die "unknown case '$c' (cases: $ALL_CASES)" ;;
 	esac
 done
 # New-pairs populations need their own --domain; IDs padded to ID_LEN.
@@ -325,8 +333,11 @@ run_loadgen() {
 	local args=(--duration "$SECS" --warmup "$WARMUP" --outstanding "$OUTSTANDING"
 		--json "$json" --quiet)
 	case $kcase in
-	retrieve|retrieve-deferred) args+=(--mix 0:1) ;;
-	deposit-reuse) args+=(--mix 1:0 --seed-deposits 0) ;;
+	retrieve|retrieve-deferred|retrieve-hsm) args+=(--mix 0:1) ;;
+	# 4000 pairs over the 1000 users: their keys and K do not fit the
+	# smallest cache, so most RETRIEVEs miss for Kb, K or both.
+	retrieve-cold|retrieve-cold-hsm) args+=(--mix 0:1 --pairs 4000) ;;
+	deposit-reuse|deposit-hsm) args+=(--mix 1:0 --seed-deposits 0) ;;
 	deposit-new)
 		args+=(--mix 1:0 --new-pairs 100 --seed-deposits 0)
 		if [ "$NNEW" -gt 0 ]; then
@@ -394,6 +405,15 @@ for io in $IOS; do
 				sed 's/^\[store\]$/[store]\nretrieve_records = deferred/' \
 					"$W/kms.conf" >"$KCONF"
 			fi
+			# The crypto mode and cache size cases: sections appended.
+			case $kcase in *-hsm|retrieve-cold)
+				KCONF=$W/kms-$kcase.conf
+				cp "$W/kms.conf" "$KCONF"
+				case $kcase in *hsm) printf '[crypto]\nmode = hsm\n' >>"$KCONF" ;; esac
+				case $kcase in retrieve-cold*)
+					printf '[cache]\nkeys_per_worker = %d\n' $((2 * 256 + 16)) >>"$KCONF" ;;
+				esac ;;
+			esac
 			if start_kmsd "$io" "$nw" "$tag"; then
 				for ((r = 1; r <= RUNS; r++)); do
 					run_loadgen "$io" "$kcase" "$tag" "$r" "$nw"
@@ -485,10 +505,27 @@ def commits_at(b):
             t = (math.log2(b) - math.log2(b0)) / (math.log2(b1) - math.log2(b0))
             return c0 + t * (c1 - c0)
 
+# Issue 6: each crypto mode's AEAD ceiling for the request's operations.
+# offload: one core's EVP (per worker); hsm: the HSM's CKM_AES_GCM through
+# hsm/ (SoftHSM2 serialises its sessions: one HSM, whatever the workers).
+def inv_sum(*parts):
+    return 1.0 / sum(k / v for k, v in parts) if all(v for _, v in parts) else None
+ae = ceil.get("aead", {})
+t_open = ae.get("open_token_ops", {}).get("median")
+t_box = ae.get("seal_keybox_ops", {}).get("median")
+off_ret = inv_sum((1, t_open), (1, t_box))
+off_dep = inv_sum((2, t_open), (1, t_box))
+hsm_ret = ceil.get("hsm_retrieve_ceiling_rps") or None
+hsm_dep = ceil.get("hsm_deposit_ceiling_rps") or None
+
 names = {"retrieve": "RETRIEVE only (0:1)",
          "retrieve-deferred": "RETRIEVE only (0:1), deferred records",
          "deposit-reuse": "DEPOSIT, re-used pairs (1:0)",
-         "deposit-new": "DEPOSIT, new pairs (1:0, 100% new)", "mixed": "mixed 1:1"}
+         "deposit-new": "DEPOSIT, new pairs (1:0, 100% new)", "mixed": "mixed 1:1",
+         "retrieve-hsm": "RETRIEVE only (0:1), crypto hsm",
+         "deposit-hsm": "DEPOSIT, re-used pairs (1:0), crypto hsm",
+         "retrieve-cold": "RETRIEVE, smallest key cache",
+         "retrieve-cold-hsm": "RETRIEVE, smallest key cache, crypto hsm"}
 rows, floors = [], []
 bad_total = {"mismatch": 0, "bad_tag": 0, "bad_reply": 0}
 for c in cases:
@@ -528,7 +565,20 @@ for c in cases:
          "answered_per_commit": answered / st["commits"] if st.get("commits") else None,
          "loadgen_rc": [r["rc"] for r in c["runs"]]}
     comps = []
-    if c["case"].startswith("retrieve") and s["retrieve_rps_median"] is not None:
+    nw = c["workers"]
+    s["misses_per_request"] = (st.get("cache_misses", 0) / answered) if answered else None
+    # Issue 6: per mode, per worker for offload.
+    if c["case"] in ("retrieve", "retrieve-deferred") and off_ret and s["retrieve_rps_median"]:
+        comps.append(("offload AEAD, 1 open + 1 box, x%d workers" % nw, off_ret * nw,
+                      s["retrieve_rps_median"] / (off_ret * nw)))
+    if c["case"] == "deposit-reuse" and off_dep and s["deposit_rps_median"]:
+        comps.append(("offload AEAD, 2 opens + 1 box, x%d workers" % nw, off_dep * nw,
+                      s["deposit_rps_median"] / (off_dep * nw)))
+    if c["case"] == "retrieve-hsm" and hsm_ret and s["retrieve_rps_median"]:
+        comps.append(("HSM CKM_AES_GCM, 1 open + 1 box", hsm_ret, s["retrieve_rps_median"] / hsm_ret))
+    if c["case"] == "deposit-hsm" and hsm_dep and s["deposit_rps_median"]:
+        comps.append(("HSM CKM_AES_GCM, 2 opens + 1 box", hsm_dep, s["deposit_rps_median"] / hsm_dep))
+    if c["case"] in ("retrieve", "retrieve-deferred") and s["retrieve_rps_median"] is not None:
         if aead:
             comps.append(("AEAD ceiling (one core)", aead, s["retrieve_rps_median"] / aead))
         if c["io"] == "socket" and udp:
@@ -561,6 +611,10 @@ for c in cases:
             floor("socket RETRIEVE >= 50% of UDP echo", r, 50)
         if c["case"] == "deposit-new" and n.startswith("durable"):
             floor("DEPOSIT new pairs >= 50% of commits x batch", r, 50)
+        if n.startswith("offload AEAD"):
+            floor("offload >= 25% of its AEAD ceiling (issue 6)", r, 25)
+        if n.startswith("HSM CKM_AES_GCM"):
+            floor("hsm >= 60% of its HSM ceiling (issue 6)", r, 60)
     rows.append((tag, s, comps, c))
 
 print()
@@ -602,6 +656,37 @@ print("Ceilings (kms-bench-ceil, same run): RETRIEVE AEAD %s req/s (1/(2 t_open 
       " UDP echo %s round trips/s, durable commits/s %s (LMDB on %s)" % (
           fmt(aead), fmt(udp), ", ".join("%d: %s" % (b, fmt(v)) for b, v in commits),
           ceil.get("lmdb", {}).get("fstype", "?")))
+print("Crypto-mode ceilings: offload RETRIEVE %s, DEPOSIT %s req/s a core; hsm RETRIEVE %s,"
+      " DEPOSIT %s req/s (CKM_AES_GCM through hsm/, one HSM)" % (
+          fmt(off_ret), fmt(off_dep), fmt(hsm_ret), fmt(hsm_dep)))
+# Cold cache: the cost of one key cache miss, per mode, from a cold case and
+# the warm case of the same mode, I/O and workers in this run.
+cold = []
+for tag, s, comps, c in rows:
+    warm_case = {"retrieve-cold": "retrieve", "retrieve-cold-hsm": "retrieve-hsm"}.get(c["case"])
+    if not warm_case:
+        continue
+    w = [x for x in rows if x[3]["case"] == warm_case and x[3]["io"] == c["io"]
+         and x[3]["workers"] == c["workers"]]
+    if not w or not s["retrieve_rps_median"] or not w[0][1]["retrieve_rps_median"] \
+       or not s["misses_per_request"]:
+        continue
+    ws = w[0][1]
+    extra = (1 / s["retrieve_rps_median"] - 1 / ws["retrieve_rps_median"]) * c["workers"]
+    wm = ws["misses_per_request"] or 0
+    per_miss = extra / (s["misses_per_request"] - wm) if s["misses_per_request"] > wm else None
+    cold.append({"case": tag, "mode": "hsm" if "hsm" in c["case"] else "offload",
+                 "cold_rps": s["retrieve_rps_median"], "warm_rps": ws["retrieve_rps_median"],
+                 "misses_per_request": s["misses_per_request"], "warm_misses_per_request": wm,
+                 "us_per_miss": per_miss * 1e6 if per_miss else None})
+    print("Cold cache, %s: %s req/s vs %s warm, %.2f misses a request (warm %.3f): %s us a miss"
+          " (ceiling: %s)" % (tag, fmt(s["retrieve_rps_median"]), fmt(ws["retrieve_rps_median"]),
+                              s["misses_per_request"], wm,
+                              "%.0f" % (per_miss * 1e6) if per_miss else "-",
+                              "kms_hsm_key_load %.0f us" % (1e6 / ceil["hsm"]["key_load_ops"]["median"])
+                              if "hsm" in c["case"] and ceil.get("hsm", {}).get("key_load_ops", {}).get("median")
+                              else "kms_hsm_unwrap %.0f us" % (1e6 / ceil["hsm"]["unwrap_ops"]["median"])
+                              if ceil.get("hsm", {}).get("unwrap_ops", {}).get("median") else "-"))
 print()
 mism = sum(bad_total.values())
 floors.append({"floor": "0 mismatches (kms-loadgen verify: mismatch + bad_tag + bad_reply)",
@@ -634,7 +719,9 @@ doc = {
                "kmsd_config": open(conf).read(),
                "commit_ceiling": "durable commits/s at the KMS's mean batch, linear in"
                                  " log2(batch) between the measured batch sizes, x mean batch"},
-    "ceilings": ceil, "cases": cases, "floors": floors,
+    "ceilings": ceil, "cases": cases, "floors": floors, "cold_cache": cold,
+    "crypto_mode_ceilings": {"offload_retrieve": off_ret, "offload_deposit": off_dep,
+                             "hsm_retrieve": hsm_ret, "hsm_deposit": hsm_dep},
 }
 with open(out, "w") as f:
     json.dump(doc, f, indent=1)
