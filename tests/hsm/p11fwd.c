@@ -18,6 +18,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "p11fwd.h"
+#include "kms_pidpath.h"
 
 #define TRACK_MAX 4096
 
@@ -121,18 +122,11 @@ static void report(void)
 	const char *path = getenv("KMS_P11FWD_REPORT");
 	struct kms_p11fwd_counts c;
 	char name[4096];
-	const char *pp;
 	FILE *f;
 
 	if (!path || !*path)
 		return;
-	/* "%p" in the name: this process's pid (one file per process). */
-	pp = strstr(path, "%p");
-	if (pp)
-		snprintf(name, sizeof(name), "%.*s%ld%s", (int)(pp - path), path,
-			 (long)getpid(), pp + 2);
-	else
-		snprintf(name, sizeof(name), "%s", path);
+	kms_pid_path(path, name, sizeof(name));
 	kms_p11fwd_counts(&c);
 	f = fopen(name, "w");
 	if (!f)

@@ -28,6 +28,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kms_pidpath.h"
+
 #define ENGINE_ID "kmstest"
 #define CMD_GET_FINALS ENGINE_CMD_BASE
 
@@ -174,18 +176,11 @@ static void write_counts(void)
 {
 	const char *path = getenv("KMS_TEST_ENGINE_COUNTS");
 	char name[4096];
-	const char *pp;
 	FILE *f;
 
 	if (!path || !*path)
 		return;
-	/* "%p" in the name: this process's pid (one file per process). */
-	pp = strstr(path, "%p");
-	if (pp)
-		snprintf(name, sizeof(name), "%.*s%ld%s", (int)(pp - path), path,
-			 (long)getpid(), pp + 2);
-	else
-		snprintf(name, sizeof(name), "%s", path);
+	kms_pid_path(path, name, sizeof(name));
 	f = fopen(name, "w");
 	if (!f)
 		return;
