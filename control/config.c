@@ -83,6 +83,7 @@ static const struct field fields[] = {
 	NUM("policy", "reuse_max_age_s", K_U32, policy.reuse_max_age_s, 0, UINT32_MAX),
 	NUM("policy", "deposit_lifetime_s", K_U32, policy.deposit_lifetime_s, 1, UINT32_MAX),
 	NUM("policy", "max_retrievals", K_U32, policy.max_retrievals, 0, UINT32_MAX),
+	STR("control", "socket", ctl_socket),
 	STR("log", "level", log_level),
 };
 
@@ -254,4 +255,13 @@ int kms_config_validate(const struct kms_config *cfg, char *errbuf,
 		return KMS_ERR_CONFIG;
 	}
 	return KMS_OK;
+}
+
+int kms_config_ctl_path(const struct kms_config *cfg, char *out, size_t cap)
+{
+	int n = cfg->ctl_socket[0]
+		? snprintf(out, cap, "%s", cfg->ctl_socket)
+		: snprintf(out, cap, "%s/kmsd.sock", cfg->store_path);
+
+	return n < 0 || (size_t)n >= cap ? -1 : 0;
 }

@@ -58,9 +58,16 @@ struct kms_config {
 	                                   path; empty = OpenSSL's own */
 	/* [policy] */
 	struct kms_policy policy;
+	/* [control] */
+	char ctl_socket[108];         /**< kmsd's control socket; empty =
+	                                   <store.path>/kmsd.sock */
 	/* [log] */
 	char log_level[16];
 };
+
+/** The control socket's path: control.socket, else <store.path>/kmsd.sock.
+ *  @return 0, or -1 if it does not fit @p cap. */
+int kms_config_ctl_path(const struct kms_config *cfg, char *out, size_t cap);
 
 /** Fill @p cfg with the defaults. */
 void kms_config_defaults(struct kms_config *cfg);

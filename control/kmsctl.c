@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "kms_config.h"
+#include "kmsctl_stats.h"
 #include "kms_err.h"
 #include "kms_gba.h"
 #include "kms_hsm.h"
@@ -52,6 +53,7 @@ struct args {
 	const char *config, *kind, *id, *out, *import, *gba_ks, *rand_hex,
 		*impi, *naf_fqdn, *ua_hex;
 	const char *users, *nas, *domain, *id_len;   /* enroll-bulk */
+	enum kmsctl_stats_fmt stats_fmt;
 	struct kms_config cfg;
 };
 
@@ -83,6 +85,9 @@ static void usage(FILE *f)
 		"  show --id ID                 one party\n"
 		"  list                         every party\n"
 		"  audit                        every audit record, oldest first\n"
+		"  stats [--json | --prometheus]  the running kmsd's counters (summed,\n"
+		"                               per worker, I/O) through its control socket\n"
+		"                               (control.socket, default <store.path>/kmsd.sock)\n"
 		"  gba-derive --gba-ks FILE --rand HEX --impi IMPI --naf-fqdn FQDN --ua-id HEX\n"
 		"         --id ID --out KEYFILE   the UE side of GBA: write Ks_NAF as a key file\n"
 		"The HSM user PIN is read from hsm.pin_file or $KMS_PIN.\n");
@@ -858,6 +863,8 @@ int main(int argc, char **argv)
 		{ "as", required_argument, NULL, 'A' },
 		{ "domain", required_argument, NULL, 'D' },
 		{ "id-len", required_argument, NULL, 'L' },
+		{ "json", no_argument, NULL, 'J' },
+		{ "prometheus", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -885,6 +892,8 @@ int main(int argc, char **argv)
 		case 'A': a.nas = optarg; break;
 		case 'D': a.domain = optarg; break;
 		case 'L': a.id_len = optarg; break;
+		case 'J': a.stats_fmt = KMSCTL_STATS_JSON; break;
+		case 'P': a.stats_fmt = KMSCTL_STATS_PROMETHEUS; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -911,6 +920,15 @@ int main(int argc, char **argv)
 		return cmd_revoke(&a);
 	if (!strcmp(cmd, "show") || !strcmp(cmd, "list") || !strcmp(cmd, "audit"))
 		return cmd_read(&a, cmd);
+	if (!strcmp(cmd, "stats")) {
+		char path[128];
+
+		if (kms_config_ctl_path(&a.cfg, path, sizeof(path))) {
+			fprintf(stderr, "kmsctl: control socket path too long\n");
+			return 2;
+		}
+		return kmsctl_stats(path, a.stats_fmt);
+	}
 	fprintf(stderr, "kmsctl: unknown command '%s'\n", cmd);
 	usage(stderr);
 	return 2;

@@ -392,9 +392,16 @@ unsigned kms_dp_worker_poll(struct kms_dp *dp, unsigned wid)
 
 int kms_dp_worker_init(struct kms_dp *dp, unsigned wid)
 {
+	struct kms_worker *w = NULL;
+	int rc;
+
 	if (dp->cfg.io_bench)
 		return KMS_OK;
-	return kms_worker_create(dp->e, wid, &dp->wk[wid].w);
+	rc = kms_worker_create(dp->e, wid, &w);
+	/* Published for readers on other threads (kms_dp_worker_stats). */
+	if (rc == KMS_OK)
+		__atomic_store_n(&dp->wk[wid].w, w, __ATOMIC_RELEASE);
+	return rc;
 }
 
 static int worker_main(void *arg)
@@ -613,6 +620,19 @@ void kms_dp_read_stats(struct kms_dp *dp, struct kms_dp_stats *io,
 			kms_stats_add(engine, &one);
 		}
 	}
+}
+
+int kms_dp_worker_stats(struct kms_dp *dp, unsigned i, struct kms_stats *out)
+{
+	struct kms_worker *w;
+
+	if (i >= dp->cfg.nworkers)
+		return KMS_ERR_INVAL;
+	w = __atomic_load_n(&dp->wk[i].w, __ATOMIC_ACQUIRE);
+	if (!w)
+		return KMS_ERR_NOTFOUND;
+	kms_worker_stats(w, out);
+	return KMS_OK;
 }
 
 struct rte_mempool *kms_dp_mempool(struct kms_dp *dp)

@@ -89,6 +89,10 @@ void kms_dp_destroy(struct kms_dp *dp);
 void kms_dp_read_stats(struct kms_dp *dp, struct kms_dp_stats *io,
 		       struct kms_stats *engine);
 
+/** One worker's live counters (any thread). @return KMS_OK, KMS_ERR_INVAL
+ *  (no such worker), KMS_ERR_NOTFOUND (not started yet). */
+int kms_dp_worker_stats(struct kms_dp *dp, unsigned i, struct kms_stats *out);
+
 /* ---- single steps, for tests that drive the dataplane by hand ---- */
 
 /** Create worker @p wid's engine state on the calling thread. */

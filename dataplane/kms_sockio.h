@@ -54,4 +54,9 @@ void kms_sockio_stop(struct kms_sockio *s, struct kms_stats *engine_stats,
 void kms_sockio_read_stats(struct kms_sockio *s, struct kms_stats *engine_stats,
 			   struct kms_sockio_stats *io_stats);
 
+/** One worker's live counters. @return KMS_OK, KMS_ERR_INVAL (no such
+ *  worker). */
+int kms_sockio_worker_stats(struct kms_sockio *s, unsigned i,
+			    struct kms_stats *out);
+
 #endif

@@ -29,6 +29,7 @@
 #include "kms_log.h"
 #include "kms_secmem.h"
 #include "kms_sockio.h"
+#include "kmsd_ctl.h"
 #ifdef KMS_HAVE_DPDK
 #include <arpa/inet.h>
 #include <rte_eal.h>
@@ -111,6 +112,23 @@ static void print_socket_stats(const struct kms_sockio_stats *io,
 	print_engine_stats(st);
 }
 
+/* The control socket (kmsctl stats); kmsd does not run without it. */
+static int ctl_start(const struct kms_config *cfg, struct kmsd_ctl_src *src,
+		     struct kms_ctl **ctl)
+{
+	char path[128];
+	int rc;
+
+	if (kms_config_ctl_path(cfg, path, sizeof(path))) {
+		KMS_ERR("control socket path too long: set control.socket");
+		return KMS_ERR_CONFIG;
+	}
+	rc = kmsd_ctl_start(path, src, ctl);
+	if (rc == KMS_OK)
+		KMS_INFO("control socket %s", path);
+	return rc;
+}
+
 /* Socket mode: run until SIGTERM/SIGINT, then drain and print counters. */
 static int run_socket(const struct kms_config *cfg, struct kms_engine *eng)
 {
@@ -118,8 +136,11 @@ static int run_socket(const struct kms_config *cfg, struct kms_engine *eng)
 		.listen = cfg->listen, .port = cfg->port, .nworkers = cfg->workers,
 		.batch = cfg->batch,
 	};
+	struct kmsd_ctl_src src = { .crypto_mode = crypto_mode,
+				    .nworkers = cfg->workers };
 	struct kms_sockio *io = NULL;
 	struct kms_sockio_stats ios;
+	struct kms_ctl *ctl = NULL;
 	struct kms_stats st;
 	sigset_t stop_set;
 	int sig, rc;
@@ -136,6 +157,12 @@ static int run_socket(const struct kms_config *cfg, struct kms_engine *eng)
 			rc == KMS_ERR_NOTFOUND ? " (no KEK in the token: run `kmsctl init`)" : "");
 		return rc;
 	}
+	src.io = io;
+	rc = ctl_start(cfg, &src, &ctl);
+	if (rc) {
+		kms_sockio_stop(io, NULL, NULL);
+		return rc;
+	}
 	KMS_INFO("ready: udp %s:%u, %u workers, batch %u, crypto %s, store %s, "
 		 "retrieve records %s", cfg->listen, kms_sockio_port(io),
 		 cfg->workers, cfg->batch, cfg->crypto_mode, cfg->store_path,
@@ -143,6 +170,7 @@ static int run_socket(const struct kms_config *cfg, struct kms_engine *eng)
 	while (sigwait(&stop_set, &sig) != 0)
 		;
 	KMS_INFO("stopping on %s: draining queued requests", strsignal(sig));
+	kms_ctl_stop(ctl);
 	kms_sockio_stop(io, &st, &ios);
 	print_socket_stats(&ios, &st);
 	return KMS_OK;
@@ -188,6 +216,9 @@ static int run_dpdk(const struct kms_config *cfg, struct kms_engine *eng,
 		.io_bench = io_bench,
 	};
 	struct sigaction sa = { .sa_handler = on_stop };
+	struct kmsd_ctl_src src = { .crypto_mode = crypto_mode,
+				    .nworkers = cfg->workers };
+	struct kms_ctl *ctl = NULL;
 	struct kms_dp *dp = NULL;
 	struct kms_dp_stats ios;
 	struct kms_stats st;
@@ -204,6 +235,12 @@ static int run_dpdk(const struct kms_config *cfg, struct kms_engine *eng,
 	rc = kms_dp_create(eng, &dc, NULL, &dp);
 	if (rc)
 		return rc;
+	src.dp = dp;
+	rc = ctl_start(cfg, &src, &ctl);
+	if (rc) {
+		kms_dp_destroy(dp);
+		return rc;
+	}
 	KMS_INFO("dpdk: serving %s%s%s udp port %u, crypto %s, store %s",
 		 cfg->dpdk_ipv4, cfg->dpdk_ipv6[0] ? " and " : "", cfg->dpdk_ipv6,
 		 cfg->port, cfg->crypto_mode, cfg->store_path);
@@ -212,6 +249,7 @@ static int run_dpdk(const struct kms_config *cfg, struct kms_engine *eng,
 		KMS_ERR("dpdk: a worker failed to start: %s", kms_strerror(rc));
 	else
 		KMS_INFO("stopped: queued requests drained");
+	kms_ctl_stop(ctl);
 	kms_dp_read_stats(dp, &ios, &st);
 	print_dpdk_stats(&ios, &st);
 	kms_dp_destroy(dp);

@@ -377,6 +377,15 @@ void kms_sockio_read_stats(struct kms_sockio *s, struct kms_stats *es,
 	}
 }
 
+int kms_sockio_worker_stats(struct kms_sockio *s, unsigned i,
+			    struct kms_stats *out)
+{
+	if (i >= s->cfg.nworkers)
+		return KMS_ERR_INVAL;
+	kms_worker_stats(s->wk[i].w, out);
+	return KMS_OK;
+}
+
 void kms_sockio_stop(struct kms_sockio *s, struct kms_stats *es,
 		     struct kms_sockio_stats *is)
 {

@@ -11,6 +11,7 @@ PKGS=(
   libp11-kit-dev                              # PKCS#11 header (module is dlopen()ed)
   softhsm2                                    # PKCS#11 token for tests and demo
   libinih-dev                                 # INI configuration
+  libjansson-dev                              # JSON on the control socket
   libcmocka-dev                               # unit tests
   python3 python3-cryptography procps iproute2  # test scripts
   libdpdk-dev                                 # kmsd --io dpdk

@@ -16,6 +16,58 @@ A=sip:alice@example.org B=sip:bob@example.org C=sip:carol@example.org
 MB=mailbox.example.org
 E2E_GARBAGE_COUNTED=${E2E_GARBAGE_COUNTED:-"drops_not_kms=2"}
 
+ctl_checks() {
+local sock=$W/store/kmsd.sock out
+[ "$(stat -c %a "$sock" 2>/dev/null)" = 600 ] && pass "control socket mode 0600" \
+  || fail "control socket: $(ls -l "$sock" 2>&1)"
+"$KMSCTL" -c "$W/kms.conf" stats --json > "$W/stats.json" 2>&1 || true
+python3 - "$W/stats.json" "${KMS_E2E_CRYPTO_MODE:-offload}" <<'PY' && pass "kmsctl stats --json: mode, per-worker sums, statuses" || fail "stats --json: $(head -c 600 "$W/stats.json")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+e = j["engine"]
+assert j["crypto_mode"] == sys.argv[2], j["crypto_mode"]
+assert len(j["per_worker"]) == j["workers"] >= 1
+assert e["by_status"]["deposit"].get("OK", 0) >= 1 and e["by_status"]["retrieve"].get("OK", 0) >= 1, e["by_status"]
+assert sum(w["requests"] for w in j["per_worker"] if w) == e["requests"] >= 2
+assert 0 <= e["cache_hit_rate"] <= 1 and j["io_stats"]["rx"] >= 2
+PY
+"$KMSCTL" -c "$W/kms.conf" stats --prometheus > "$W/stats.prom" 2>&1 || true
+python3 - "$W/stats.prom" <<'PY' && pass "kmsctl stats --prometheus: valid exposition lines" || fail "stats --prometheus: $(head -c 600 "$W/stats.prom")"
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? -?[0-9.e+]+$')
+bad = [l for l in lines if not l.startswith("#") and not sample.match(l)]
+assert not bad, bad[:3]
+assert any(l.startswith('kms_requests_total{worker="') and 'status="OK"' in l for l in lines)
+assert any(l.startswith("kms_info{crypto_mode=") for l in lines)
+PY
+"$KMSCTL" -c "$W/kms.conf" stats | grep -q "crypto mode" && pass "kmsctl stats: summary" || fail "kmsctl stats summary"
+python3 - "$sock" <<'PY' > "$W/ctl-bad.txt" 2>&1 && pass "malformed control commands refused with a reason" || fail "control refusals: $(cat "$W/ctl-bad.txt")"
+import json, socket, sys
+def call(data):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1]); s.sendall(data)
+    buf = b""
+    while True:
+        c = s.recv(65536)
+        if not c: break
+        buf += c
+    return json.loads(buf)
+for data, want in ((b"bogus\n", "unknown command"), (b"\n", "empty request"),
+                   (b"x" * 5000 + b"\n", "longer than"), (b"stats extra\n", "takes no arguments"),
+                   (b"stats" + b" a" * 20 + b"\n", "more than")):
+    r = call(data)
+    assert r["ok"] is False and want in r["error"], (data[:20], r)
+r = call(b"help\n")
+assert r["ok"] and {c["name"] for c in r["commands"]} >= {"stats", "help"}, r
+assert call(b"stats\n")["ok"] is True
+PY
+out=$(timeout 20 "$KMSD" -c "$W/kms.conf" --io socket 2>&1) && rc=0 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && echo "$out" | grep -q "another process serves it" \
+  && pass "a second kmsd on the same control socket refuses to start" \
+  || fail "second kmsd: exit $rc: $out"
+}
+
 e2e_checks() {
 "$KMSCTL" -c "$W/kms.conf" init >/dev/null
 enroll user $A a; enroll user $B b; enroll user $C c; enroll as $MB mb
@@ -44,6 +96,11 @@ fi
 # The mailbox cannot open Ea(K) with its own key.
 if $CLIENT open --key "$W/mb.key" --token "$W/ea.tok" --reply "$W/reply.txt" \
     --out "$W/kmb.txt" 2>/dev/null; then fail "mailbox opened Ea(K)"; else pass "Ea(K) does not open with Kas"; fi
+
+# 2b. The control socket: `kmsctl stats` in its three formats, the
+#     socket's mode, malformed commands refused with a reason, and a second
+#     kmsd on the same socket refused.
+ctl_checks
 
 # 3. Replays of the exact datagrams are refused.
 out=$($CLIENT send --server "$SERVER" --in "$W/deposit.req" 2>&1 || true)

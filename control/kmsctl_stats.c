@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * `kmsctl stats [--json | --prometheus]`: kmsd's counters through its
+ * control socket, as a summary (default), the JSON kmsd sent, or the
+ * Prometheus text exposition format (for node_exporter's textfile
+ * collector: per-worker series, which Prometheus sums).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kmsctl_stats.h"
+#include "kms_ctl.h"
+
+static unsigned long long u(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+
+	return json_is_integer(v) ? (unsigned long long)json_integer_value(v) : 0;
+}
+
+static void text(json_t *r)
+{
+	json_t *eng = json_object_get(r, "engine"), *bs, *io, *per, *w;
+	const char *kind, *st;
+	json_t *sts, *n;
+	size_t i;
+
+	printf("kmsd: crypto mode %s, %s I/O, %lld workers\n",
+	       json_string_value(json_object_get(r, "crypto_mode")),
+	       json_string_value(json_object_get(r, "io")),
+	       (long long)json_integer_value(json_object_get(r, "workers")));
+	bs = json_object_get(eng, "by_status");
+	json_object_foreach(bs, kind, sts) {
+		if (!json_object_size(sts))
+			continue;
+		printf("%-9s", kind);
+		json_object_foreach(sts, st, n)
+			printf(" %s=%lld", st, (long long)json_integer_value(n));
+		printf("\n");
+	}
+	printf("keys: new %llu (pre-made %llu), re-used %llu; retrievals %llu\n",
+	       u(eng, "keys_new"), u(eng, "keys_pooled"), u(eng, "keys_reused"),
+	       u(eng, "retrievals"));
+	printf("cache: %llu hits, %llu misses (hit rate %.1f%%), %llu evictions; "
+	       "HSM calls %llu\n", u(eng, "cache_hits"), u(eng, "cache_misses"),
+	       100 * json_real_value(json_object_get(eng, "cache_hit_rate")),
+	       u(eng, "cache_evictions"), u(eng, "hsm_calls"));
+	printf("store: %llu commits (%llu failed), %.1f requests a commit\n",
+	       u(eng, "commits"), u(eng, "commit_failures"),
+	       u(eng, "commits") ? (double)u(eng, "committed_requests") /
+				   (double)u(eng, "commits") : 0.0);
+	io = json_object_get(r, "io_stats");
+	printf("io: rx %llu, tx %llu, ring full %llu\n", u(io, "rx"), u(io, "tx"),
+	       u(io, "ring_full"));
+	per = json_object_get(r, "per_worker");
+	json_array_foreach(per, i, w) {
+		if (json_is_null(w)) {
+			printf("worker %zu: not started\n", i);
+			continue;
+		}
+		printf("worker %zu: %llu requests, %llu batches, cache hits %llu / "
+		       "misses %llu\n", i, u(w, "requests"), u(w, "batches"),
+		       u(w, "cache_hits"), u(w, "cache_misses"));
+	}
+}
+
+/* One family per engine counter, a series per worker. */
+static void prometheus(json_t *r)
+{
+	json_t *per = json_object_get(r, "per_worker"), *first = NULL, *w, *v;
+	json_t *io = json_object_get(r, "io_stats");
+	const char *k;
+	size_t i;
+
+	printf("# HELP kms_info The running kmsd's crypto mode and I/O mode.\n"
+	       "# TYPE kms_info gauge\n"
+	       "kms_info{crypto_mode=\"%s\",io=\"%s\"} 1\n",
+	       json_string_value(json_object_get(r, "crypto_mode")),
+	       json_string_value(json_object_get(r, "io")));
+	json_array_foreach(per, i, w)
+		if (!first && json_is_object(w))
+			first = w;
+	json_object_foreach(first, k, v) {
+		if (!json_is_integer(v))
+			continue;
+		printf("# TYPE kms_%s_total counter\n", k);
+		json_array_foreach(per, i, w)
+			if (json_is_object(w))
+				printf("kms_%s_total{worker=\"%zu\"} %llu\n", k, i, u(w, k));
+	}
+	printf("# HELP kms_requests_total Requests answered or refused, by type "
+	       "and status.\n# TYPE kms_requests_total counter\n");
+	json_array_foreach(per, i, w) {
+		json_t *sts;
+		const char *kind;
+
+		json_object_foreach(json_object_get(w, "by_status"), kind, sts) {
+			const char *st;
+			json_t *n;
+
+			json_object_foreach(sts, st, n)
+				printf("kms_requests_total{worker=\"%zu\",type=\"%s\","
+				       "status=\"%s\"} %lld\n", i, kind, st,
+				       (long long)json_integer_value(n));
+		}
+	}
+	json_object_foreach(io, k, v) {
+		if (json_is_integer(v)) {
+			printf("# TYPE kms_io_%s_total counter\nkms_io_%s_total %lld\n",
+			       k, k, (long long)json_integer_value(v));
+		} else if (json_is_object(v)) {
+			const char *cls;
+			json_t *n;
+
+			printf("# TYPE kms_io_%s_total counter\n", k);
+			json_object_foreach(v, cls, n)
+				printf("kms_io_%s_total{class=\"%s\"} %lld\n", k, cls,
+				       (long long)json_integer_value(n));
+		}
+	}
+}
+
+int kmsctl_stats(const char *ctl_path, enum kmsctl_stats_fmt fmt)
+{
+	char err[512];
+	json_t *r;
+	char *s;
+
+	if (kms_ctl_call(ctl_path, "stats", &r, err, sizeof(err))) {
+		fprintf(stderr, "kmsctl: %s\n", err);
+		return 1;
+	}
+	if (!json_is_true(json_object_get(r, "ok"))) {
+		fprintf(stderr, "kmsctl: kmsd refused: %s\n",
+			json_string_value(json_object_get(r, "error")));
+		json_decref(r);
+		return 1;
+	}
+	json_object_del(r, "ok");
+	switch (fmt) {
+	case KMSCTL_STATS_JSON:
+		s = json_dumps(r, JSON_INDENT(2) | JSON_SORT_KEYS);
+		if (s)
+			puts(s);
+		free(s);
+		break;
+	case KMSCTL_STATS_PROMETHEUS:
+		prometheus(r);
+		break;
+	default:
+		text(r);
+	}
+	json_decref(r);
+	return 0;
+}

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `kmsctl stats`, for kmsctl.c. */
+#ifndef KMSCTL_STATS_H
+#define KMSCTL_STATS_H
+
+enum kmsctl_stats_fmt { KMSCTL_STATS_TEXT, KMSCTL_STATS_JSON, KMSCTL_STATS_PROMETHEUS };
+
+/** Ask kmsd at @p ctl_path for its counters and print them.
+ *  @return the process exit status (0, or 1 with a message). */
+int kmsctl_stats(const char *ctl_path, enum kmsctl_stats_fmt fmt);
+
+#endif
