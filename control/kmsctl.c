@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "kms_config.h"
 #include "kmsctl_stats.h"
 #include "kms_err.h"
@@ -84,7 +86,11 @@ static void usage(FILE *f)
 		"  revoke --id ID               refuse the party from its next request on\n"
 		"  show --id ID                 one party\n"
 		"  list                         every party\n"
-		"  audit                        every audit record, oldest first\n"
+		"  audit                        every audit record, in chain (commit) order:\n"
+		"                               seq time_ms event actor a b key_id k_gen\n"
+		"  audit verify                 walk the hash chain: exit 1 if a record was\n"
+		"                               removed, reordered, altered or cut off\n"
+		"  audit export                 the records as JSON lines, with chain hashes\n"
 		"  stats [--json | --prometheus]  the running kmsd's counters (summed,\n"
 		"                               per worker, I/O) through its control socket\n"
 		"                               (control.socket, default <store.path>/kmsd.sock)\n"
@@ -771,23 +777,69 @@ static int print_party(const struct kms_id *id, const struct kms_party *p,
 	return 0;
 }
 
-static int print_audit(const struct kms_audit *au, void *arg)
+static const char *audit_event_name(uint8_t e)
 {
 	static const char *const ev[] = { "?", "enroll", "revoke", "key-new",
 					  "key-reuse", "key-retrieve", "init" };
+
+	return e < sizeof(ev) / sizeof(ev[0]) ? ev[e] : "?";
+}
+
+static int print_audit(const struct kms_audit *au, void *arg)
+{
 	char kid[2 * KMS_KEY_ID_LEN + 1];
 
 	(void)arg;
 	kms_hex_encode(au->key_id, KMS_KEY_ID_LEN, kid);
-	printf("%llu %s actor=%.*s a=%.*s b=%.*s key_id=%s k_gen=%u\n",
-	       (unsigned long long)au->time_ms,
-	       au->event < sizeof(ev) / sizeof(ev[0]) ? ev[au->event] : "?",
-	       au->actor_len, au->actor, au->id_a_len, au->id_a, au->id_b_len,
-	       au->id_b, kid, au->k_gen);
+	printf("%llu %llu %s actor=%.*s a=%.*s b=%.*s key_id=%s k_gen=%u\n",
+	       (unsigned long long)au->seq, (unsigned long long)au->time_ms,
+	       audit_event_name(au->event), au->actor_len, au->actor,
+	       au->id_a_len, au->id_a, au->id_b_len, au->id_b, kid, au->k_gen);
 	return 0;
 }
 
-static int cmd_read(struct args *a, const char *what)
+/* `audit export`: one JSON object a line, with the record's chain hash. */
+static int export_audit(const struct kms_audit *au, void *arg)
+{
+	char kid[2 * KMS_KEY_ID_LEN + 1], hash[2 * KMS_AUDIT_HASH_LEN + 1];
+	json_t *o;
+	char *line;
+
+	(void)arg;
+	kms_hex_encode(au->key_id, KMS_KEY_ID_LEN, kid);
+	kms_hex_encode(au->hash, KMS_AUDIT_HASH_LEN, hash);
+	o = json_pack("{s:I, s:I, s:s, s:s%, s:s%, s:s%, s:s, s:I, s:s}",
+		      "seq", (json_int_t)au->seq, "time_ms", (json_int_t)au->time_ms,
+		      "event", audit_event_name(au->event),
+		      "actor", au->actor, (size_t)au->actor_len,
+		      "id_a", au->id_a, (size_t)au->id_a_len,
+		      "id_b", au->id_b, (size_t)au->id_b_len, "key_id", kid,
+		      "k_gen", (json_int_t)au->k_gen, "chain_hash", hash);
+	line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!line)
+		return KMS_ERR_NOMEM;
+	puts(line);
+	free(line);
+	return 0;
+}
+
+static int audit_verify(struct kms_ks_txn *txn)
+{
+	struct kms_audit_check c;
+	int rc = kms_ks_audit_verify(txn, &c);
+
+	if (rc == KMS_OK)
+		printf("audit chain intact: %llu records\n",
+		       (unsigned long long)c.records);
+	else if (rc == KMS_ERR_CORRUPT)
+		printf("audit chain BROKEN at record %llu (of %llu walked): %s\n",
+		       (unsigned long long)c.bad_seq,
+		       (unsigned long long)c.records, c.reason);
+	return rc;
+}
+
+static int cmd_read(struct args *a, const char *what, const char *sub)
 {
 	struct kms_ks *ks = NULL;
 	struct kms_ks_txn *txn;
@@ -795,7 +847,9 @@ static int cmd_read(struct args *a, const char *what)
 	struct kms_id id;
 	int rc;
 
-	if (!strcmp(what, "show") && (!a->id || kms_id_from_str(a->id, &id))) {
+	if ((!strcmp(what, "show") && (!a->id || kms_id_from_str(a->id, &id))) ||
+	    (sub && (strcmp(what, "audit") ||
+		     (strcmp(sub, "verify") && strcmp(sub, "export"))))) {
 		usage(stderr);
 		return 2;
 	}
@@ -809,6 +863,15 @@ static int cmd_read(struct args *a, const char *what)
 				print_party(&id, &p, NULL);
 		} else if (!strcmp(what, "list")) {
 			rc = kms_ks_party_foreach(txn, print_party, NULL);
+		} else if (sub && !strcmp(sub, "verify")) {
+			rc = audit_verify(txn);
+			if (rc == KMS_ERR_CORRUPT) {
+				kms_ks_txn_abort(txn);
+				kms_ks_close(ks);
+				return 1;
+			}
+		} else if (sub && !strcmp(sub, "export")) {
+			rc = kms_ks_audit_foreach(txn, export_audit, NULL);
 		} else {
 			rc = kms_ks_audit_foreach(txn, print_audit, NULL);
 		}
@@ -898,7 +961,9 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (optind != argc - 1) {
+	/* One command; "audit" may take a word after it (verify, export). */
+	if (optind == argc || argc - optind > 2 ||
+	    (argc - optind == 2 && strcmp(argv[optind], "audit"))) {
 		usage(stderr);
 		return 2;
 	}
@@ -919,7 +984,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "revoke"))
 		return cmd_revoke(&a);
 	if (!strcmp(cmd, "show") || !strcmp(cmd, "list") || !strcmp(cmd, "audit"))
-		return cmd_read(&a, cmd);
+		return cmd_read(&a, cmd, argc - optind == 2 ? argv[optind + 1] : NULL);
 	if (!strcmp(cmd, "stats")) {
 		char path[128];
 

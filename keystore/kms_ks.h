@@ -4,14 +4,13 @@
  * @brief The keystore: LMDB indexes and wrapped-key records.
  *
  * Named databases in one environment (a directory):
- *   "meta"     format version, KEK label, creation time
+ *   "meta"     format version, KEK label, creation time, audit_head
  *   "parties"  party id (string)          -> struct kms_party
  *   "pairs"    pair hash (32 B)           -> struct kms_pair
  *   "deposits" key id (16 B, time-ordered)-> struct kms_deposit
- *   "audit"    time_ns u64 BE | seq u32 BE -> struct kms_audit
+ *   "audit"    seq u64 BE (1, 2, ...)     -> struct kms_audit + prev hash
  *   "nonces"   expire_ms u64 BE | role u8 | nonce[12] | pair prefix[8]
  *              -> pair hash prefix (8 B)
- *              (time_ns = time_ms * 1e6; seq from a per-store counter)
  * Records are encoded in a fixed, versioned byte layout (keystore/records.c),
  * never as raw structs. Key material appears only as HSM-wrapped blobs.
  *
@@ -89,6 +88,8 @@ enum kms_audit_event {
 	KMS_AUD_INIT = 6,
 };
 
+#define KMS_AUDIT_HASH_LEN 32
+
 /** One audit record: who, which pair, key id, when. Never key bytes. */
 struct kms_audit {
 	uint8_t event;                       /**< enum kms_audit_event */
@@ -98,6 +99,10 @@ struct kms_audit {
 	uint8_t actor_len, id_a_len, id_b_len;
 	char actor[KMS_ID_MAX];              /**< who asked (AS id, B, operator) */
 	char id_a[KMS_ID_MAX], id_b[KMS_ID_MAX];
+	/* Set by kms_ks_audit_foreach (ignored by append): the record's place
+	 * in the chain and its chain hash. */
+	uint64_t seq;
+	uint8_t hash[KMS_AUDIT_HASH_LEN];
 };
 
 struct kms_ks_config {
@@ -153,11 +158,16 @@ int kms_ks_deposit_get(struct kms_ks_txn *txn,
 int kms_ks_deposit_put(struct kms_ks_txn *txn,
 		       const uint8_t key_id[KMS_KEY_ID_LEN],
 		       const struct kms_deposit *d, int overwrite);
-/** Append an audit record; its key is (time_ms * 1e6, seq), seq from a
- *  per-store atomic counter resumed after the newest record at open, so
- *  records are ordered by time_ms, then by arrival.
- *  @return KMS_OK, KMS_ERR_INVAL (time_ms > UINT64_MAX / 1e6, bad event or
- *          ID), or the sticky error. */
+/**
+ * Append an audit record to the store's hash chain: its key is the next
+ * sequence number (1, 2, ... in commit order: write transactions are
+ * serialised), and it holds the chain hash of the record before it. The
+ * chain hash of record n is SHA-256("kms-audit-v2" | n (u64 BE) | its
+ * stored bytes); the newest (n, hash) is the meta record "audit_head",
+ * written with the transaction. So a removed, reordered, altered or
+ * truncated record breaks kms_ks_audit_verify().
+ * @return KMS_OK, KMS_ERR_INVAL (bad event or ID), or the sticky error.
+ */
 int kms_ks_audit_append(struct kms_ks_txn *txn, const struct kms_audit *a);
 
 /** Iterate parties in key (ID byte) order: calls @p fn for each until it
@@ -170,11 +180,27 @@ int kms_ks_party_foreach(struct kms_ks_txn *txn,
 			 int (*fn)(const struct kms_id *id,
 				   const struct kms_party *p, void *arg),
 			 void *arg);
-/** Iterate audit records in key order (time_ms, then arrival); returns as
+/** Iterate audit records in chain order (a->seq, a->hash set); returns as
  *  kms_ks_party_foreach(). */
 int kms_ks_audit_foreach(struct kms_ks_txn *txn,
 			 int (*fn)(const struct kms_audit *a, void *arg),
 			 void *arg);
+
+/** What kms_ks_audit_verify found. */
+struct kms_audit_check {
+	uint64_t records;     /**< records walked */
+	uint64_t bad_seq;     /**< first record that breaks the chain; 0 */
+	const char *reason;   /**< NULL when the chain holds */
+};
+
+/**
+ * Walk the whole chain: sequence numbers 1..n without a gap, each
+ * record's prev equal to the chain hash of the one before, each record
+ * decodable, and (n, hash) equal to "audit_head".
+ * @return KMS_OK (chain intact), KMS_ERR_CORRUPT (@p out says where and
+ *         why; not sticky), or a store error.
+ */
+int kms_ks_audit_verify(struct kms_ks_txn *txn, struct kms_audit_check *out);
 
 /** Meta string values ("kek_label", ...). @p out NUL-terminated.
  *  Names are non-empty C strings; values are stored without their NUL.

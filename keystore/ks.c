@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include <lmdb.h>
+#include <openssl/sha.h>
 
 #include "kms_err.h"
 #include "kms_log.h"
@@ -20,16 +21,11 @@
 
 #define KS_MAXDBS 8
 #define KS_DEFAULT_MAP ((size_t)1 << 30)
-#define KS_FORMAT "1"
-#define KS_AUDIT_TRIES 4
+#define KS_FORMAT "2"   /* 2: audit records keyed by seq, hash-chained */
 
 struct kms_ks {
 	MDB_env *env;
 	MDB_dbi meta, parties, pairs, deposits, audit, nonces;
-	/* Next audit seq. Uniqueness only needs the atomic add; the order
-	 * of records within one ms is the order of the adds, and write
-	 * transactions are serialized by LMDB's writer lock anyway. */
-	_Atomic uint32_t audit_seq;
 };
 
 struct kms_ks_txn {
@@ -37,7 +33,14 @@ struct kms_ks_txn {
 	MDB_txn *txn;
 	int rdonly;
 	int err;        /* sticky: KMS_ERR_MAPFULL, _STORE or _CORRUPT */
+	/* The audit chain's head as this write txn moves it: loaded from
+	 * "audit_head" at the first append, written back at commit. */
+	int aud_loaded, aud_dirty;
+	uint64_t aud_seq;
+	uint8_t aud_hash[KMS_AUDIT_HASH_LEN];
 };
+
+static const char audit_head_key[] = "audit_head";
 
 /* Map an LMDB code; log the ones an operator must see. */
 static int from_mdb(int rc, const char *what)
@@ -226,35 +229,6 @@ static int check_format(struct kms_ks *ks, MDB_txn *txn, int create)
 	return from_mdb(rc, "write created_ms");
 }
 
-/* Resume audit seqs after the newest record, so that records of one ms
- * keep their arrival order across restarts. */
-static int init_audit_seq(struct kms_ks *ks, MDB_txn *txn)
-{
-	MDB_cursor *cur = NULL;
-	MDB_val k, v;
-	uint32_t seq = 0;
-	int rc, ret;
-
-	rc = mdb_cursor_open(txn, ks->audit, &cur);
-	if (rc) {
-		ret = from_mdb(rc, "audit cursor");
-		goto out;
-	}
-	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-	if (rc == MDB_SUCCESS && k.mv_size == KS_AUDIT_KEY_LEN)
-		seq = get_be32((const uint8_t *)k.mv_data + 8) + 1;
-	else if (rc && rc != MDB_NOTFOUND) {
-		ret = from_mdb(rc, "audit last");
-		goto out;
-	}
-	atomic_store(&ks->audit_seq, seq);
-	ret = KMS_OK;
-out:
-	if (cur)
-		mdb_cursor_close(cur);
-	return ret;
-}
-
 int kms_ks_open(const struct kms_ks_config *cfg, struct kms_ks **out)
 {
 	struct kms_ks *ks = NULL;
@@ -297,8 +271,6 @@ int kms_ks_open(const struct kms_ks_config *cfg, struct kms_ks **out)
 	ret = open_dbis(ks, txn, cfg->create);
 	if (!ret)
 		ret = check_format(ks, txn, cfg->create);
-	if (!ret)
-		ret = init_audit_seq(ks, txn);
 	if (ret)
 		goto out;
 	rc = mdb_txn_commit(txn);
@@ -326,6 +298,53 @@ void kms_ks_close(struct kms_ks *ks)
 		return;
 	mdb_env_close(ks->env);
 	free(ks);
+}
+
+/* Chain hash of record @p seq stored as @p rec. One-shot SHA256() over a
+ * stack buffer: nothing is allocated on the commit path. */
+static void chain_hash(uint64_t seq, const uint8_t *rec, size_t len,
+		       uint8_t out[KMS_AUDIT_HASH_LEN])
+{
+	static const char tag[] = "kms-audit-v2";
+	uint8_t buf[sizeof(tag) - 1 + 8 + KS_AUDIT_MAX];
+	size_t n = sizeof(tag) - 1;
+
+	if (len > KS_AUDIT_MAX) {
+		memset(out, 0xff, KMS_AUDIT_HASH_LEN); /* breaks verify: seen */
+		return;
+	}
+	memcpy(buf, tag, n);
+	put_be64(buf + n, seq);
+	memcpy(buf + n + 8, rec, len);
+	SHA256(buf, n + 8 + len, out);
+}
+
+/* "audit_head" = seq u64 BE | hash[32]. */
+static int audit_head_get(struct kms_ks_txn *t, uint64_t *seq,
+			  uint8_t hash[KMS_AUDIT_HASH_LEN])
+{
+	MDB_val k = { sizeof(audit_head_key) - 1, (void *)audit_head_key }, v;
+	int rc = mdb_get(t->txn, t->ks->meta, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return KMS_ERR_NOTFOUND;
+	if (rc)
+		return txn_fail_mdb(t, rc, "audit head");
+	if (v.mv_size != 8 + KMS_AUDIT_HASH_LEN)
+		return txn_corrupt(t, "audit head");
+	*seq = get_be64(v.mv_data);
+	memcpy(hash, (const uint8_t *)v.mv_data + 8, KMS_AUDIT_HASH_LEN);
+	return KMS_OK;
+}
+
+static void audit_head_put(struct kms_ks_txn *t)
+{
+	uint8_t buf[8 + KMS_AUDIT_HASH_LEN];
+
+	put_be64(buf, t->aud_seq);
+	memcpy(buf + 8, t->aud_hash, KMS_AUDIT_HASH_LEN);
+	txn_put(t, t->ks->meta, audit_head_key, sizeof(audit_head_key) - 1, buf,
+		sizeof(buf), 0, "audit head");
 }
 
 int kms_ks_txn_begin(struct kms_ks *ks, int rdonly, struct kms_ks_txn **out)
@@ -366,6 +385,8 @@ int kms_ks_txn_commit(struct kms_ks_txn *t)
 
 	if (!t)
 		return KMS_ERR_INVAL;
+	if (!t->err && t->aud_dirty)
+		audit_head_put(t);
 	if (t->err) {
 		mdb_txn_abort(t->txn);
 		ret = t->err;
@@ -518,31 +539,36 @@ int kms_ks_deposit_put(struct kms_ks_txn *t,
 int kms_ks_audit_append(struct kms_ks_txn *t, const struct kms_audit *a)
 {
 	uint8_t key[KS_AUDIT_KEY_LEN], rec[KS_AUDIT_MAX];
-	uint32_t seq;
-	int ret, n, i;
+	int ret, n;
 
 	ret = txn_check(t, 1);
 	if (ret)
 		return ret;
-	if (!a || a->time_ms > UINT64_MAX / 1000000)
+	if (!a)
 		return KMS_ERR_INVAL;
-	n = kms_ks_rec_audit_enc(a, rec);
+	if (!t->aud_loaded) {
+		ret = audit_head_get(t, &t->aud_seq, t->aud_hash);
+		if (ret == KMS_ERR_NOTFOUND) {
+			t->aud_seq = 0;
+			memset(t->aud_hash, 0, sizeof(t->aud_hash));
+		} else if (ret) {
+			return ret;
+		}
+		t->aud_loaded = 1;
+	}
+	n = kms_ks_rec_audit_enc(a, t->aud_hash, rec);
 	if (n < 0)
 		return n;
-	put_be64(key, a->time_ms * 1000000);
-	/* Caller clocks need not be monotonic, so no MDB_APPEND. A key can
-	 * only repeat after 2^32 appends within one ms, or a seq restarted
-	 * below an older record of the same ms: take the next seq then. */
-	for (i = 0; i < KS_AUDIT_TRIES; i++) {
-		seq = atomic_fetch_add_explicit(&t->ks->audit_seq, 1,
-						memory_order_relaxed);
-		put_be32(key + 8, seq);
-		ret = txn_put(t, t->ks->audit, key, sizeof(key), rec,
-			      (size_t)n, MDB_NOOVERWRITE, "audit");
-		if (ret != KMS_ERR_EXISTS)
-			break;
-	}
-	return ret;
+	put_be64(key, t->aud_seq + 1);
+	/* The chain's seq is the store's largest key: an append. */
+	ret = txn_put(t, t->ks->audit, key, sizeof(key), rec, (size_t)n,
+		      MDB_APPEND, "audit");
+	if (ret)
+		return ret;
+	t->aud_seq++;
+	chain_hash(t->aud_seq, rec, (size_t)n, t->aud_hash);
+	t->aud_dirty = 1;
+	return KMS_OK;
 }
 
 int kms_ks_party_foreach(struct kms_ks_txn *t,
@@ -602,6 +628,7 @@ int kms_ks_audit_foreach(struct kms_ks_txn *t,
 	MDB_cursor_op op;
 	MDB_val k, v;
 	struct kms_audit a;
+	uint8_t prev[KMS_AUDIT_HASH_LEN];
 	int rc, ret;
 
 	ret = txn_check(t, 0);
@@ -624,14 +651,13 @@ int kms_ks_audit_foreach(struct kms_ks_txn *t,
 			ret = txn_fail_mdb(t, rc, "audit");
 			break;
 		}
-		/* The key's time must be the record's own. */
 		if (k.mv_size != KS_AUDIT_KEY_LEN ||
-		    kms_ks_rec_audit_dec(v.mv_data, v.mv_size, &a) ||
-		    a.time_ms > UINT64_MAX / 1000000 ||
-		    get_be64(k.mv_data) != a.time_ms * 1000000) {
+		    kms_ks_rec_audit_dec(v.mv_data, v.mv_size, &a, prev)) {
 			ret = txn_corrupt(t, "audit");
 			break;
 		}
+		a.seq = get_be64(k.mv_data);
+		chain_hash(a.seq, v.mv_data, v.mv_size, a.hash);
 		ret = fn(&a, arg);
 		if (ret)
 			break;
@@ -639,6 +665,82 @@ int kms_ks_audit_foreach(struct kms_ks_txn *t,
 out:
 	if (cur)
 		mdb_cursor_close(cur);
+	return ret;
+}
+
+int kms_ks_audit_verify(struct kms_ks_txn *t, struct kms_audit_check *out)
+{
+	uint8_t hash[KMS_AUDIT_HASH_LEN] = { 0 }, prev[KMS_AUDIT_HASH_LEN];
+	uint8_t head_hash[KMS_AUDIT_HASH_LEN];
+	uint64_t head_seq = 0, n = 0;
+	MDB_cursor *cur = NULL;
+	MDB_cursor_op op;
+	struct kms_audit a;
+	MDB_val k, v;
+	int rc, ret;
+
+	ret = txn_check(t, 0);
+	if (ret)
+		return ret;
+	if (!out)
+		return KMS_ERR_INVAL;
+	memset(out, 0, sizeof(*out));
+	rc = mdb_get(t->txn, t->ks->meta,
+		     &(MDB_val){ sizeof(audit_head_key) - 1, (void *)audit_head_key }, &v);
+	if (rc == MDB_SUCCESS && v.mv_size == 8 + KMS_AUDIT_HASH_LEN) {
+		head_seq = get_be64(v.mv_data);
+		memcpy(head_hash, (const uint8_t *)v.mv_data + 8, sizeof(head_hash));
+	} else if (rc == MDB_SUCCESS) {
+		out->reason = "the chain head record is malformed";
+		return KMS_ERR_CORRUPT;
+	} else if (rc != MDB_NOTFOUND) {
+		return txn_fail_mdb(t, rc, "audit head");
+	} else {
+		memset(head_hash, 0, sizeof(head_hash));
+	}
+	rc = mdb_cursor_open(t->txn, t->ks->audit, &cur);
+	if (rc)
+		return txn_fail_mdb(t, rc, "audit cursor");
+	for (op = MDB_FIRST;; op = MDB_NEXT) {
+		rc = mdb_cursor_get(cur, &k, &v, op);
+		if (rc == MDB_NOTFOUND)
+			break;
+		if (rc) {
+			ret = txn_fail_mdb(t, rc, "audit");
+			goto out;
+		}
+		n++;
+		out->records = n;
+		if (k.mv_size != KS_AUDIT_KEY_LEN || get_be64(k.mv_data) != n) {
+			out->bad_seq = n;
+			out->reason = "a record is missing or out of place "
+				      "(sequence numbers are not 1, 2, 3...)";
+			break;
+		}
+		if (kms_ks_rec_audit_dec(v.mv_data, v.mv_size, &a, prev)) {
+			out->bad_seq = n;
+			out->reason = "a record does not decode";
+			break;
+		}
+		if (memcmp(prev, hash, sizeof(hash))) {
+			out->bad_seq = n;
+			out->reason = "the previous record is not the one this "
+				      "record was chained to (altered, removed or "
+				      "reordered)";
+			break;
+		}
+		chain_hash(n, v.mv_data, v.mv_size, hash);
+	}
+	if (!out->reason && (n != head_seq || memcmp(hash, head_hash, sizeof(hash)))) {
+		out->bad_seq = n < head_seq ? n + 1 : n;
+		out->reason = n < head_seq ? "records are missing at the end "
+					     "(truncated after the last one found)"
+					   : "the last record is not the chain head "
+					     "(altered or appended outside the chain)";
+	}
+	ret = out->reason ? KMS_ERR_CORRUPT : KMS_OK;
+out:
+	mdb_cursor_close(cur);
 	return ret;
 }
 

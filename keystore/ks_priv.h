@@ -18,17 +18,19 @@
 
 /** Version byte leading every record written by this code. */
 #define KS_REC_V1 1
+/** Audit records are version 2: they carry the previous record's hash. */
+#define KS_REC_AUDIT_V2 2
 
 #define KS_PARTY_LEN (1 + 1 + 1 + 4 + 8 + KMS_HSM_BLOB_LEN)
 #define KS_PAIR_LEN (1 + 4 + 4 + 8 + KMS_HSM_BLOB_LEN)
 #define KS_DEPOSIT_FIXED (1 + 1 + 4 + 4 + 8 + 8 + KMS_PAIR_HASH_LEN + 32 + \
 			  KMS_HSM_BLOB_LEN + 3)
 #define KS_DEPOSIT_MAX (KS_DEPOSIT_FIXED + 3 * KMS_ID_MAX)
-#define KS_AUDIT_FIXED (1 + 1 + 8 + 4 + KMS_KEY_ID_LEN + 3)
+#define KS_AUDIT_FIXED (1 + KMS_AUDIT_HASH_LEN + 1 + 8 + 4 + KMS_KEY_ID_LEN + 3)
 #define KS_AUDIT_MAX (KS_AUDIT_FIXED + 3 * KMS_ID_MAX)
 
-/** Audit key: time_ns u64 BE | seq u32 BE. */
-#define KS_AUDIT_KEY_LEN 12
+/** Audit key: seq u64 BE, 1, 2, 3... in commit order, store-wide. */
+#define KS_AUDIT_KEY_LEN 8
 
 /*
  * Encoders write into @p out (at least the matching *_LEN / *_MAX bytes)
@@ -45,9 +47,12 @@ int kms_ks_rec_pair_dec(const uint8_t *buf, size_t len, struct kms_pair *out);
 int kms_ks_rec_deposit_enc(const struct kms_deposit *d, uint8_t *out);
 int kms_ks_rec_deposit_dec(const uint8_t *buf, size_t len,
 			   struct kms_deposit *out);
-int kms_ks_rec_audit_enc(const struct kms_audit *a, uint8_t *out);
+/* Audit: @p prev is the previous record's chain hash (zeros for the
+ * first); the decoder returns it in @p prev. */
+int kms_ks_rec_audit_enc(const struct kms_audit *a,
+			 const uint8_t prev[KMS_AUDIT_HASH_LEN], uint8_t *out);
 int kms_ks_rec_audit_dec(const uint8_t *buf, size_t len,
-			 struct kms_audit *out);
+			 struct kms_audit *out, uint8_t prev[KMS_AUDIT_HASH_LEN]);
 
 /** 1 if @p len is in [@p min, KMS_ID_MAX] and every byte is 0x21..0x7e. */
 int kms_ks_rec_id_ok(const uint8_t *p, size_t len, size_t min);

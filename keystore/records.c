@@ -46,13 +46,14 @@
  *      len u8 (1..128) | id_b
  *      len u8 (1..128) | id_as
  *
- * audit, version 1 (33 B + the three IDs; 33..417 B)
- *   0  ver u8 = 1
- *   1  event u8         1..6, enum kms_audit_event
- *   2  time_ms u64
- *  10  k_gen u32
- *  14  key_id[16]       zero when not applicable
- *  30  len u8 (0..128) | actor
+ * audit, version 2 (65 B + the three IDs; 65..449 B)
+ *   0  ver u8 = 2
+ *   1  prev[32]         chain hash of the previous record (zeros: first)
+ *  33  event u8         1..6, enum kms_audit_event
+ *  34  time_ms u64
+ *  42  k_gen u32
+ *  46  key_id[16]       zero when not applicable
+ *  62  len u8 (0..128) | actor
  *      len u8 (0..128) | id_a
  *      len u8 (0..128) | id_b
  *
@@ -307,7 +308,8 @@ int kms_ks_rec_deposit_dec(const uint8_t *buf, size_t len,
 	return KMS_OK;
 }
 
-int kms_ks_rec_audit_enc(const struct kms_audit *a, uint8_t *out)
+int kms_ks_rec_audit_enc(const struct kms_audit *a,
+			 const uint8_t prev[KMS_AUDIT_HASH_LEN], uint8_t *out)
 {
 	uint8_t *w = out;
 
@@ -316,7 +318,8 @@ int kms_ks_rec_audit_enc(const struct kms_audit *a, uint8_t *out)
 	    !id_field_ok(a->id_a, a->id_a_len, 0) ||
 	    !id_field_ok(a->id_b, a->id_b_len, 0))
 		return KMS_ERR_INVAL;
-	*w++ = KS_REC_V1;
+	*w++ = KS_REC_AUDIT_V2;
+	w = wr_bytes(w, prev, KMS_AUDIT_HASH_LEN);
 	*w++ = a->event;
 	w = wr_u64(w, a->time_ms);
 	w = wr_u32(w, a->k_gen);
@@ -328,14 +331,16 @@ int kms_ks_rec_audit_enc(const struct kms_audit *a, uint8_t *out)
 }
 
 int kms_ks_rec_audit_dec(const uint8_t *buf, size_t len,
-			 struct kms_audit *out)
+			 struct kms_audit *out, uint8_t prev[KMS_AUDIT_HASH_LEN])
 {
 	struct rd r = { .p = buf, .left = len };
+	uint8_t pv[KMS_AUDIT_HASH_LEN];
 	struct kms_audit a;
 
 	memset(&a, 0, sizeof(a));
-	if (rd_u8(&r) != KS_REC_V1)
+	if (rd_u8(&r) != KS_REC_AUDIT_V2)
 		return KMS_ERR_CORRUPT;
+	rd_bytes(&r, pv, sizeof(pv));
 	a.event = rd_u8(&r);
 	a.time_ms = rd_u64(&r);
 	a.k_gen = rd_u32(&r);
@@ -346,5 +351,6 @@ int kms_ks_rec_audit_dec(const uint8_t *buf, size_t len,
 	if (!rd_done(&r) || !aud_event_ok(a.event))
 		return KMS_ERR_CORRUPT;
 	*out = a;
+	memcpy(prev, pv, sizeof(pv));
 	return KMS_OK;
 }

@@ -140,6 +140,18 @@ echo "$out" | grep -q "refused: PARTY_REVOKED" && pass "revoked B refused" || fa
 grep -q "key-new actor=$MB a=$A b=$B" "$W/audit.txt" && grep -q "key-retrieve actor=$B" "$W/audit.txt" \
   && pass "deposit and retrieval audited" || fail "audit: $(cat "$W/audit.txt")"
 grep -qi "$KA" "$W/audit.txt" && fail "K in the audit" || pass "K absent from the audit"
+"$KMSCTL" -c "$W/kms.conf" audit verify > "$W/verify.txt" 2>&1 \
+  && grep -q "audit chain intact: $(wc -l < "$W/audit.txt") records" "$W/verify.txt" \
+  && pass "audit chain intact while kmsd serves" || fail "audit verify: $(cat "$W/verify.txt")"
+"$KMSCTL" -c "$W/kms.conf" audit export > "$W/audit.jsonl"
+python3 - "$W/audit.jsonl" <<'PY' && pass "audit export: JSON lines, seq 1..n, chain hashes" || fail "audit export: $(head -3 "$W/audit.jsonl")"
+import json, re, sys
+rs = [json.loads(l) for l in open(sys.argv[1])]
+assert rs and [r["seq"] for r in rs] == list(range(1, len(rs) + 1))
+assert all(re.fullmatch(r"[0-9a-f]{64}", r["chain_hash"]) for r in rs)
+assert len({r["chain_hash"] for r in rs}) == len(rs)
+assert any(r["event"] == "key-retrieve" for r in rs)
+PY
 
 # 8b. At rest, keys exist only wrapped under the KEK: neither K nor any
 #     party key appears in the LMDB store or the token's files.
@@ -183,6 +195,35 @@ echo "$out" | grep -q "status=REPLAY" && pass "RETRIEVE replay refused after res
 stop_kmsd || fail "second kmsd exit"
 }
 
+# The audit chain against an edit made with LMDB's own tools on a copy of
+# the store (kmsd stopped): one byte of one record's value changed.
+audit_tamper_check() {
+  local copy=$W/store-tampered
+  cp -r "$W/store" "$copy" && rm -f "$copy/kmsd.sock"
+  sed "s|^path = .*|path = $copy|" "$W/kms.conf" > "$W/kms-tampered.conf"
+  mdb_dump -s audit "$copy" > "$W/audit.dump"
+  # hex dump: header, then key and value lines (" <hex>"); change the 2nd
+  # record's time (byte 40, inside time_ms): it still decodes, only the
+  # chain can tell.
+  python3 - "$W/audit.dump" <<'PY'
+import sys
+lines = open(sys.argv[1]).read().split("\n")
+start = lines.index("HEADER=END") + 1
+i = start + 3                     # key 1, value 1, key 2, value 2
+v, at = lines[i], 1 + 2 * 40
+lines[i] = v[:at] + ("1" if v[at] != "1" else "2") + v[at + 1:]
+open(sys.argv[1], "w").write("\n".join(lines))
+PY
+  mdb_load -s audit -f "$W/audit.dump" "$copy"
+  local rc=0
+  "$KMSCTL" -c "$W/kms-tampered.conf" audit verify > "$W/verify-t.txt" 2>&1 || rc=$?
+  [ "$rc" -eq 1 ] && grep -q "audit chain BROKEN at record 3 .*altered" "$W/verify-t.txt" \
+    && pass "an edited audit record is detected ($(cat "$W/verify-t.txt"))" \
+    || fail "tampered audit: exit $rc: $(cat "$W/verify-t.txt")"
+  "$KMSCTL" -c "$W/kms.conf" audit verify >/dev/null \
+    && pass "the untouched store still verifies" || fail "original store no longer verifies"
+}
+
 # Run directly: the socket mode on loopback.
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   BIN=$1
@@ -204,6 +245,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     export KMS_P11FWD_REPORT=$W/p11fwd/%p.txt
   fi
   e2e_checks
+  audit_tamper_check
   if [ -n "${KMS_P11FWD_TARGET:-}" ]; then
     nx=$(cat "$W"/p11fwd/*.txt 2>/dev/null | awk '$1 == "unwraps_nonextractable" { s += $2 } END { print s + 0 }')
     nxr=$(cat "$W"/p11fwd/*.txt 2>/dev/null | awk '$1 == "value_reads_nonextractable" { s += $2 } END { print s + 0 }')

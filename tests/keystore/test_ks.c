@@ -95,6 +95,35 @@ static void raw_put(const struct fx *f, const char *db, const void *key,
 	mdb_env_close(env);
 }
 
+/* Raw access to one audit record, as an attacker with the files would. */
+static int raw_audit(const struct fx *f, uint64_t seq, uint8_t *val,
+		     size_t *vlen, int del)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	uint8_t kb[KS_AUDIT_KEY_LEN];
+	MDB_val k = { .mv_size = sizeof(kb), .mv_data = kb }, v;
+	int rc;
+
+	put_be64(kb, seq);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+	assert_int_equal(mdb_env_open(env, f->store, MDB_NOTLS, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "audit", 0, &dbi), 0);
+	rc = mdb_get(txn, dbi, &k, &v);
+	if (rc == 0 && val) {
+		memcpy(val, v.mv_data, v.mv_size);
+		*vlen = v.mv_size;
+	}
+	if (rc == 0 && del)
+		assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	return rc;
+}
+
 /* ---- record builders: max-length IDs, every byte position distinct ---- */
 
 static void fill_id(char *dst, uint8_t *len, char c, size_t n)
@@ -273,7 +302,7 @@ static void test_create_reopen(void **state)
 	assert_int_equal(st.st_mode & 0777, 0700);
 	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
 	assert_int_equal(kms_ks_meta_get(t, "format", buf, sizeof(buf)), KMS_OK);
-	assert_string_equal(buf, "1");
+	assert_string_equal(buf, "2");
 	assert_int_equal(kms_ks_meta_get(t, "created_ms", created,
 					 sizeof(created)), KMS_OK);
 	ms = strtoull(created, NULL, 10);
@@ -316,8 +345,11 @@ static void test_format_check(void **state)
 	cfg.create = 0;
 	assert_int_equal(kms_ks_open(&cfg, &ks), KMS_ERR_CORRUPT);
 	assert_null(ks);
-	/* Nothing was changed by the refused opens. */
+	/* A store of format 1 (time-keyed, unchained audit) is refused too. */
 	raw_put(f, "meta", "format", 6, "1", 1);
+	assert_int_equal(kms_ks_open(&cfg, &ks), KMS_ERR_CORRUPT);
+	/* Nothing was changed by the refused opens. */
+	raw_put(f, "meta", "format", 6, "2", 1);
 	ks = open_ks(f, 0, 0);
 	kms_ks_close(ks);
 }
@@ -442,6 +474,147 @@ static void test_roundtrip_audit(void **state)
 	kms_ks_close(ks);
 }
 
+/* Five records in three transactions; then verify. */
+static struct kms_ks *chain_of_five(struct fx *f)
+{
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	struct kms_audit a;
+	struct kms_audit_check c;
+	static const unsigned per_txn[] = { 1, 3, 1 };
+	uint64_t tm = 1700000000000ULL;
+
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+		for (unsigned j = 0; j < per_txn[i]; j++) {
+			/* Clocks need not be monotonic: chain order is commit order. */
+			mk_audit(&a, KMS_AUD_KEY_NEW, tm - 10 * i + j, i * 10 + j);
+			assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
+		}
+		assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	}
+	/* An aborted append leaves no trace in the chain. */
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_audit_append(t, &a), KMS_OK);
+	kms_ks_txn_abort(t);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_audit_verify(t, &c), KMS_OK);
+	assert_int_equal(c.records, 5);
+	assert_null(c.reason);
+	kms_ks_txn_abort(t);
+	return ks;
+}
+
+static int seq_collect(const struct kms_audit *a, void *arg)
+{
+	uint64_t *n = arg;
+
+	assert_true(a->seq == ++*n);
+	return 0;
+}
+
+static void verify_broken(struct fx *f, uint64_t bad, const char *why)
+{
+	struct kms_ks *ks = open_ks(f, 0, 0);
+	struct kms_ks_txn *t;
+	struct kms_audit_check c;
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_audit_verify(t, &c), KMS_ERR_CORRUPT);
+	assert_true(c.bad_seq == bad);
+	assert_non_null(strstr(c.reason, why));
+	/* Not sticky: the txn still reads. */
+	assert_int_equal(kms_ks_txn_error(t), KMS_OK);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
+/* The chain holds across transactions and reopening, in commit order. */
+static void test_audit_chain(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = chain_of_five(f);
+	struct kms_ks_txn *t;
+	uint64_t n = 0;
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_audit_foreach(t, seq_collect, &n), KMS_OK);
+	assert_true(n == 5);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
+/* One altered byte in a record's body: the next record's link breaks. */
+static void test_audit_altered(void **state)
+{
+	struct fx *f = *state;
+	uint8_t v[KS_AUDIT_MAX];
+	size_t len;
+
+	kms_ks_close(chain_of_five(f));
+	assert_int_equal(raw_audit(f, 3, v, &len, 0), 0);
+	v[len - 1] ^= 1;	/* the last byte of id_b: still decodes */
+	{
+		uint8_t kb[KS_AUDIT_KEY_LEN];
+
+		put_be64(kb, 3);
+		raw_put(f, "audit", kb, sizeof(kb), v, len);
+	}
+	verify_broken(f, 4, "altered, removed or reordered");
+}
+
+/* The last record altered: the head no longer matches. */
+static void test_audit_altered_last(void **state)
+{
+	struct fx *f = *state;
+	uint8_t v[KS_AUDIT_MAX], kb[KS_AUDIT_KEY_LEN];
+	size_t len;
+
+	kms_ks_close(chain_of_five(f));
+	assert_int_equal(raw_audit(f, 5, v, &len, 0), 0);
+	v[len - 1] ^= 1;
+	put_be64(kb, 5);
+	raw_put(f, "audit", kb, sizeof(kb), v, len);
+	verify_broken(f, 5, "not the chain head");
+}
+
+/* A record removed from the middle; the end truncated. */
+static void test_audit_removed(void **state)
+{
+	struct fx *f = *state;
+
+	kms_ks_close(chain_of_five(f));
+	assert_int_equal(raw_audit(f, 2, NULL, NULL, 1), 0);
+	verify_broken(f, 2, "missing or out of place");
+}
+
+static void test_audit_truncated(void **state)
+{
+	struct fx *f = *state;
+
+	kms_ks_close(chain_of_five(f));
+	assert_int_equal(raw_audit(f, 5, NULL, NULL, 1), 0);
+	assert_int_equal(raw_audit(f, 4, NULL, NULL, 1), 0);
+	verify_broken(f, 4, "missing at the end");
+}
+
+/* Two records swapped (values exchanged under their keys). */
+static void test_audit_reordered(void **state)
+{
+	struct fx *f = *state;
+	uint8_t v2[KS_AUDIT_MAX], v3[KS_AUDIT_MAX], kb[KS_AUDIT_KEY_LEN];
+	size_t l2, l3;
+
+	kms_ks_close(chain_of_five(f));
+	assert_int_equal(raw_audit(f, 2, v2, &l2, 0), 0);
+	assert_int_equal(raw_audit(f, 3, v3, &l3, 0), 0);
+	put_be64(kb, 2);
+	raw_put(f, "audit", kb, sizeof(kb), v3, l3);
+	put_be64(kb, 3);
+	raw_put(f, "audit", kb, sizeof(kb), v2, l2);
+	verify_broken(f, 2, "altered, removed or reordered");
+}
+
 static void test_notfound_not_sticky(void **state)
 {
 	struct fx *f = *state;
@@ -510,7 +683,8 @@ static void test_invalid_args(void **state)
 	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 1), KMS_ERR_INVAL);
 	mk_audit(&a, 0, 1, 1);
 	assert_int_equal(kms_ks_audit_append(t, &a), KMS_ERR_INVAL);
-	mk_audit(&a, KMS_AUD_INIT, UINT64_MAX, 1);
+	mk_audit(&a, KMS_AUD_INIT, 1, 1);
+	a.actor_len = KMS_ID_MAX + 1;
 	assert_int_equal(kms_ks_audit_append(t, &a), KMS_ERR_INVAL);
 	/* Argument errors do not poison the txn. */
 	assert_int_equal(kms_ks_txn_error(t), KMS_OK);
@@ -732,7 +906,7 @@ static void test_corrupt_foreach(void **state)
 	struct fx *f = *state;
 	struct kms_ks *ks = open_ks(f, 0, 1);
 	struct kms_ks_txn *t;
-	uint8_t key[KS_AUDIT_KEY_LEN], rec[KS_AUDIT_MAX];
+	uint8_t rec[KS_AUDIT_MAX];
 	struct kms_audit a;
 	struct kms_party p;
 	int n = 0, len;
@@ -743,12 +917,10 @@ static void test_corrupt_foreach(void **state)
 	len = kms_ks_rec_party_enc(&p, rec);
 	assert_int_equal(len, KS_PARTY_LEN);
 	raw_put(f, "parties", "bad id", 6, rec, (size_t)len);
-	/* A well-formed audit record whose key time is not its own. */
+	/* A well-formed audit record under a key that is no sequence number. */
 	mk_audit(&a, KMS_AUD_INIT, 1000, 1);
-	len = kms_ks_rec_audit_enc(&a, rec);
-	put_be64(key, 999 * 1000000ULL);
-	put_be32(key + 8, 0);
-	raw_put(f, "audit", key, sizeof(key), rec, (size_t)len);
+	len = kms_ks_rec_audit_enc(&a, (const uint8_t[KMS_AUDIT_HASH_LEN]){ 0 }, rec);
+	raw_put(f, "audit", "not-a-seq", 9, rec, (size_t)len);
 
 	ks = open_ks(f, 0, 0);
 	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
@@ -779,7 +951,7 @@ static void check_codec(int (*dec)(const uint8_t *, size_t, void *),
 	memcpy(buf, rec, len);
 	buf[len] = 0;
 	assert_int_equal(dec(buf, len + 1, out), KMS_ERR_CORRUPT);
-	buf[0] = 2;
+	buf[0] = 0x7e; /* a version no layout has */
 	assert_int_equal(dec(buf, len, out), KMS_ERR_CORRUPT);
 	buf[0] = 0;
 	assert_int_equal(dec(buf, len, out), KMS_ERR_CORRUPT);
@@ -803,7 +975,9 @@ static int dec_deposit(const uint8_t *b, size_t n, void *o)
 
 static int dec_audit(const uint8_t *b, size_t n, void *o)
 {
-	return kms_ks_rec_audit_dec(b, n, o);
+	uint8_t prev[KMS_AUDIT_HASH_LEN];
+
+	return kms_ks_rec_audit_dec(b, n, o, prev);
 }
 
 static void test_codec(void **state)
@@ -813,6 +987,7 @@ static void test_codec(void **state)
 	struct kms_pair pr;
 	struct kms_deposit d, d2;
 	struct kms_audit a;
+	uint8_t prev[KMS_AUDIT_HASH_LEN], prev2[KMS_AUDIT_HASH_LEN];
 	int n;
 
 	(void)state;
@@ -858,11 +1033,17 @@ static void test_codec(void **state)
 			 KMS_ERR_CORRUPT);
 
 	mk_audit(&a, KMS_AUD_REVOKE, 12345, 1);
-	n = kms_ks_rec_audit_enc(&a, rec);
+	fill_bytes(prev, sizeof(prev), 9);
+	n = kms_ks_rec_audit_enc(&a, prev, rec);
 	assert_int_equal(n, KS_AUDIT_MAX);
+	/* Layout pinned: version 2, then the previous record's hash. */
+	assert_int_equal(rec[0], 2);
+	assert_memory_equal(rec + 1, prev, sizeof(prev));
 	check_codec(dec_audit, rec, (size_t)n, sizeof(a));
-	rec[1] = 7;
-	assert_int_equal(kms_ks_rec_audit_dec(rec, (size_t)n, &a),
+	assert_int_equal(kms_ks_rec_audit_dec(rec, (size_t)n, &a, prev2), KMS_OK);
+	assert_memory_equal(prev2, prev, sizeof(prev));
+	rec[1 + KMS_AUDIT_HASH_LEN] = 7; /* the event */
+	assert_int_equal(kms_ks_rec_audit_dec(rec, (size_t)n, &a, prev2),
 			 KMS_ERR_CORRUPT);
 }
 
@@ -1005,11 +1186,12 @@ static void test_audit_order(void **state)
 	struct kms_ks *ks = open_ks(f, 0, 1);
 	struct kms_ks_txn *t;
 	struct aud_log l = { 0 };
-	static const uint32_t want[] = { 2, 4, 7, 1, 3, 5, 8, 6 };
+	static const uint32_t want[] = { 1, 2, 3, 4, 5, 6, 7, 8 };
 	struct kms_audit a;
 	int i;
 
-	/* Time first, arrival within one ms; across txns and a reopen. */
+	/* Commit order, whatever the records' clocks say; across txns and a
+	 * reopen (the chain's order, kms_ks_audit_append). */
 	append(ks, 2000, 1);
 	append(ks, 1000, 2);
 	append(ks, 2000, 3);
@@ -1486,6 +1668,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip_audit, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_audit_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_altered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_altered_last, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_removed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_truncated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_reordered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_notfound_not_sticky, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_args, setup, teardown),
