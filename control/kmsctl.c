@@ -56,6 +56,7 @@ struct args {
 		*impi, *naf_fqdn, *ua_hex;
 	const char *users, *nas, *domain, *id_len;   /* enroll-bulk */
 	enum kmsctl_stats_fmt stats_fmt;
+	const char *key_id;                          /* revoke --key-id */
 	struct kms_config cfg;
 };
 
@@ -84,6 +85,7 @@ static void usage(FILE *f)
 		"                               every ID with 'x' before the '@' to L bytes;\n"
 		"                               FILE: the load generator's population (0600)\n"
 		"  revoke --id ID               refuse the party from its next request on\n"
+		"  revoke --key-id HEX          refuse every later RETRIEVE of one deposit\n"
 		"  show --id ID                 one party\n"
 		"  list                         every party\n"
 		"  audit                        every audit record, in chain (commit) order:\n"
@@ -730,6 +732,59 @@ out:
 	return rc ? 1 : 0;
 }
 
+/* One deposit: its status becomes REVOKED, audited in the same txn. kmsd
+ * reads the record on every RETRIEVE, so the next one is refused. */
+static int revoke_deposit(struct args *a)
+{
+	uint8_t kid[KMS_KEY_ID_LEN];
+	struct kms_ks *ks = NULL;
+	struct kms_ks_txn *txn;
+	struct kms_deposit d;
+	struct kms_audit au;
+	int rc;
+
+	if (kms_hex_decode(a->key_id, kid, sizeof(kid)) != KMS_KEY_ID_LEN ||
+	    strlen(a->key_id) != 2 * KMS_KEY_ID_LEN) {
+		fprintf(stderr, "kmsctl: --key-id takes %d hex digits\n",
+			2 * KMS_KEY_ID_LEN);
+		return 2;
+	}
+	if (open_all(a, 0, NULL, &ks))
+		return 1;
+	rc = kms_ks_txn_begin(ks, 0, &txn);
+	if (!rc) {
+		rc = kms_ks_deposit_get(txn, kid, &d);
+		if (rc == KMS_OK && d.status == KMS_DEP_REVOKED)
+			rc = KMS_ERR_EXISTS;
+		if (rc == KMS_OK) {
+			d.status = KMS_DEP_REVOKED;
+			memset(&au, 0, sizeof(au));
+			au.event = KMS_AUD_REVOKE;
+			au.time_ms = now_ms();
+			au.k_gen = d.k_gen;
+			memcpy(au.key_id, kid, sizeof(kid));
+			au.actor_len = 6;
+			memcpy(au.actor, "kmsctl", 6);
+			au.id_a_len = d.id_a_len;
+			memcpy(au.id_a, d.id_a, d.id_a_len);
+			au.id_b_len = d.id_b_len;
+			memcpy(au.id_b, d.id_b, d.id_b_len);
+			kms_ks_deposit_put(txn, kid, &d, 1);
+			kms_ks_audit_append(txn, &au);
+			rc = kms_ks_txn_commit(txn);
+		} else {
+			kms_ks_txn_abort(txn);
+		}
+	}
+	if (rc)
+		fprintf(stderr, "kmsctl: revoke --key-id %s: %s\n", a->key_id,
+			rc == KMS_ERR_EXISTS ? "already revoked" : kms_strerror(rc));
+	else
+		printf("revoked deposit %s\n", a->key_id);
+	kms_ks_close(ks);
+	return rc ? 1 : 0;
+}
+
 static int cmd_revoke(struct args *a)
 {
 	struct kms_ks *ks = NULL;
@@ -739,7 +794,9 @@ static int cmd_revoke(struct args *a)
 	struct kms_id id;
 	int rc;
 
-	if (!a->id || kms_id_from_str(a->id, &id)) {
+	if (a->key_id && !a->id)
+		return revoke_deposit(a);
+	if (!a->id || a->key_id || kms_id_from_str(a->id, &id)) {
 		usage(stderr);
 		return 2;
 	}
@@ -927,6 +984,7 @@ int main(int argc, char **argv)
 		{ "domain", required_argument, NULL, 'D' },
 		{ "id-len", required_argument, NULL, 'L' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "key-id", required_argument, NULL, 'K' },
 		{ "prometheus", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -956,6 +1014,7 @@ int main(int argc, char **argv)
 		case 'D': a.domain = optarg; break;
 		case 'L': a.id_len = optarg; break;
 		case 'J': a.stats_fmt = KMSCTL_STATS_JSON; break;
+		case 'K': a.key_id = optarg; break;
 		case 'P': a.stats_fmt = KMSCTL_STATS_PROMETHEUS; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;

@@ -135,8 +135,26 @@ out=$($CLIENT retrieve --server "$SERVER" --key "$W/b.key" --params "$W/p4.txt" 
   --out "$W/kb4.txt" 2>&1 || true)
 echo "$out" | grep -q "refused: PARTY_REVOKED" && pass "revoked B refused" || fail "revoked B: $out"
 
+# 7b. One deposit revoked while kmsd serves: its next RETRIEVE is refused;
+#     a second revoke and a malformed key id are refused by kmsctl.
+$CLIENT token --key "$W/a.key" --peer $C --out "$W/e7.tok"
+$CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/e7.tok" \
+  --params-out "$W/p7.txt" --reply-out "$W/r7.txt" >/dev/null
+KID7=$(value "$W/p7.txt" key_id)
+"$KMSCTL" -c "$W/kms.conf" revoke --key-id "$KID7" >/dev/null || fail "revoke --key-id"
+out=$($CLIENT retrieve --server "$SERVER" --key "$W/c.key" --params "$W/p7.txt" \
+  --out "$W/kc7.txt" 2>&1 || true)
+echo "$out" | grep -q "refused: DEPOSIT_REVOKED" && pass "revoked deposit refused" || fail "revoked deposit: $out"
+rc=0; "$KMSCTL" -c "$W/kms.conf" revoke --key-id "$KID7" >"$W/rv.txt" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "already revoked" "$W/rv.txt" && pass "second revoke refused" \
+  || fail "second revoke: exit $rc $(cat "$W/rv.txt")"
+rc=0; "$KMSCTL" -c "$W/kms.conf" revoke --key-id 12zz >"$W/rv.txt" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && pass "malformed key id refused" || fail "malformed key id: exit $rc"
+
 # 8. The audit names every issue of a key and never holds it.
 "$KMSCTL" -c "$W/kms.conf" audit > "$W/audit.txt"
+grep -q "revoke actor=kmsctl a=$A b=$C key_id=$KID7" "$W/audit.txt" \
+  && pass "deposit revocation audited" || fail "no revoke record for $KID7"
 grep -q "key-new actor=$MB a=$A b=$B" "$W/audit.txt" && grep -q "key-retrieve actor=$B" "$W/audit.txt" \
   && pass "deposit and retrieval audited" || fail "audit: $(cat "$W/audit.txt")"
 grep -qi "$KA" "$W/audit.txt" && fail "K in the audit" || pass "K absent from the audit"
