@@ -212,12 +212,7 @@ static void stats(void *state, struct kms_crypto_stats *out)
 	struct hsmmode *h = state;
 
 	media_ops->stats(h->media, out);
-	out->hits += h->kc.hits;
-	out->misses += h->kc.misses;
-	out->evictions += h->kc.evictions;
-	out->unwrap_failures += h->kc.auth_failures;
-	out->cached += h->kc.cached;
-	out->capacity += h->kc.cap;
+	kms_crypto_add_cache_stats(&h->kc, out);
 }
 
 const struct kms_crypto_ops kms_crypto_hsm_ops = {

@@ -270,14 +270,9 @@ static void stats(void *state, struct kms_crypto_stats *out)
 	struct offload *o = state;
 
 	memset(out, 0, sizeof(*out));
-	out->hits = o->kc.hits;
-	out->misses = o->kc.misses;
-	out->evictions = o->kc.evictions;
+	kms_crypto_add_cache_stats(&o->kc, out);
 	out->new_keys = o->new_keys;
 	out->pool_hits = o->pool_hits;
-	out->unwrap_failures = o->kc.auth_failures;
-	out->cached = o->kc.cached;
-	out->capacity = o->kc.cap;
 }
 
 const struct kms_crypto_ops kms_crypto_offload_ops = {
