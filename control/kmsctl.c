@@ -93,6 +93,14 @@ static void usage(FILE *f)
 		"  audit verify                 walk the hash chain: exit 1 if a record was\n"
 		"                               removed, reordered, altered or cut off\n"
 		"  audit export                 the records as JSON lines, with chain hashes\n"
+		"  policy show [--json]         the running kmsd's reuse policy\n"
+		"  policy set [--domain D] NAME=VALUE...\n"
+		"                               change the default, or the override for\n"
+		"                               recipients @D; names: reuse_max_deposits,\n"
+		"                               reuse_max_age_s, deposit_lifetime_s,\n"
+		"                               max_retrievals. Stored, audited and applied\n"
+		"                               without stopping traffic\n"
+		"  policy clear --domain D      remove D's override\n"
 		"  stats [--json | --prometheus]  the running kmsd's counters (summed,\n"
 		"                               per worker, I/O) through its control socket\n"
 		"                               (control.socket, default <store.path>/kmsd.sock)\n"
@@ -837,7 +845,8 @@ static int print_party(const struct kms_id *id, const struct kms_party *p,
 static const char *audit_event_name(uint8_t e)
 {
 	static const char *const ev[] = { "?", "enroll", "revoke", "key-new",
-					  "key-reuse", "key-retrieve", "init" };
+					  "key-reuse", "key-retrieve", "init",
+					  "policy" };
 
 	return e < sizeof(ev) / sizeof(ev[0]) ? ev[e] : "?";
 }
@@ -1020,9 +1029,12 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	/* One command; "audit" may take a word after it (verify, export). */
-	if (optind == argc || argc - optind > 2 ||
-	    (argc - optind == 2 && strcmp(argv[optind], "audit"))) {
+	/* One command; "audit" may take a word after it (verify, export),
+	 * "policy" a verb and its name=value words. */
+	if (optind == argc ||
+	    (strcmp(argv[optind], "policy") &&
+	     (argc - optind > 2 ||
+	      (argc - optind == 2 && strcmp(argv[optind], "audit"))))) {
 		usage(stderr);
 		return 2;
 	}
@@ -1044,13 +1056,17 @@ int main(int argc, char **argv)
 		return cmd_revoke(&a);
 	if (!strcmp(cmd, "show") || !strcmp(cmd, "list") || !strcmp(cmd, "audit"))
 		return cmd_read(&a, cmd, argc - optind == 2 ? argv[optind + 1] : NULL);
-	if (!strcmp(cmd, "stats")) {
+	if (!strcmp(cmd, "stats") || !strcmp(cmd, "policy")) {
 		char path[128];
 
 		if (kms_config_ctl_path(&a.cfg, path, sizeof(path))) {
 			fprintf(stderr, "kmsctl: control socket path too long\n");
 			return 2;
 		}
+		if (!strcmp(cmd, "policy"))
+			return kmsctl_policy(path, a.domain, argc - optind - 1,
+					     argv + optind + 1,
+					     a.stats_fmt == KMSCTL_STATS_JSON);
 		return kmsctl_stats(path, a.stats_fmt);
 	}
 	fprintf(stderr, "kmsctl: unknown command '%s'\n", cmd);

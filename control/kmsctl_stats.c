@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
+ * `kmsctl policy ...`: the live reuse policy, through the same socket.
+ *
  * `kmsctl stats [--json | --prometheus]`: kmsd's counters through its
  * control socket, as a summary (default), the JSON kmsd sent, or the
  * Prometheus text exposition format (for node_exporter's textfile
@@ -150,6 +152,74 @@ int kmsctl_stats(const char *ctl_path, enum kmsctl_stats_fmt fmt)
 		break;
 	default:
 		text(r);
+	}
+	json_decref(r);
+	return 0;
+}
+
+static void policy_line(const char *what, json_t *p)
+{
+	printf("%-24s reuse_max_deposits=%lld reuse_max_age_s=%lld "
+	       "deposit_lifetime_s=%lld max_retrievals=%lld\n", what,
+	       (long long)json_integer_value(json_object_get(p, "reuse_max_deposits")),
+	       (long long)json_integer_value(json_object_get(p, "reuse_max_age_s")),
+	       (long long)json_integer_value(json_object_get(p, "deposit_lifetime_s")),
+	       (long long)json_integer_value(json_object_get(p, "max_retrievals")));
+}
+
+int kmsctl_policy(const char *ctl_path, const char *domain, int n,
+		  char **words, int json)
+{
+	char line[KMS_CTL_LINE_MAX], err[512];
+	json_t *r, *pol, *v;
+	const char *k;
+	size_t used;
+	char *s;
+
+	if (n < 1 || (strcmp(words[0], "show") && strcmp(words[0], "set") &&
+		      strcmp(words[0], "clear")) ||
+	    (!strcmp(words[0], "show") && n != 1) ||
+	    (!strcmp(words[0], "set") && n < 2) ||
+	    (!strcmp(words[0], "clear") && (n != 1 || !domain))) {
+		fprintf(stderr, "kmsctl: policy show | set [--domain D] "
+			"NAME=VALUE... | clear --domain D\n");
+		return 2;
+	}
+	used = (size_t)snprintf(line, sizeof(line), "policy-%s", words[0]);
+	if (domain && strcmp(words[0], "show"))
+		used += (size_t)snprintf(line + used, sizeof(line) - used,
+					 " domain=%s", domain);
+	for (int i = 1; i < n && used < sizeof(line); i++)
+		used += (size_t)snprintf(line + used, sizeof(line) - used, " %s",
+					 words[i]);
+	if (used >= sizeof(line)) {
+		fprintf(stderr, "kmsctl: policy: arguments too long\n");
+		return 2;
+	}
+	if (kms_ctl_call(ctl_path, line, &r, err, sizeof(err))) {
+		fprintf(stderr, "kmsctl: %s\n", err);
+		return 1;
+	}
+	if (!json_is_true(json_object_get(r, "ok"))) {
+		fprintf(stderr, "kmsctl: kmsd refused: %s\n",
+			json_string_value(json_object_get(r, "error")));
+		json_decref(r);
+		return 1;
+	}
+	pol = json_object_get(r, "policy");
+	if (json) {
+		s = json_dumps(pol, JSON_INDENT(2) | JSON_SORT_KEYS);
+		if (s)
+			puts(s);
+		free(s);
+	} else {
+		policy_line("default", json_object_get(pol, "default"));
+		json_object_foreach(json_object_get(pol, "domains"), k, v) {
+			char what[96];
+
+			snprintf(what, sizeof(what), "@%s", k);
+			policy_line(what, v);
+		}
 	}
 	json_decref(r);
 	return 0;

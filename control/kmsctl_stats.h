@@ -9,4 +9,10 @@ enum kmsctl_stats_fmt { KMSCTL_STATS_TEXT, KMSCTL_STATS_JSON, KMSCTL_STATS_PROME
  *  @return the process exit status (0, or 1 with a message). */
 int kmsctl_stats(const char *ctl_path, enum kmsctl_stats_fmt fmt);
 
+/** `kmsctl policy show|set|clear` through the control socket; @p words
+ *  are the verb and its NAME=VALUE words. @return the exit status (2 for
+ *  a usage error). */
+int kmsctl_policy(const char *ctl_path, const char *domain, int n,
+		  char **words, int json);
+
 #endif

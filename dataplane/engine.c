@@ -18,6 +18,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <urcu/urcu-bp.h>
+#include <urcu/pointer.h>
+
 #include "kms_crypto.h"
 #include "kms_engine.h"
 #include "kms_log.h"
@@ -32,6 +35,7 @@ struct kms_engine {
 	struct kms_hsm *hsm;
 	struct kms_ks *ks;
 	void *ossl_engine;         /* offload: ENGINE the AEAD goes through */
+	struct kms_policy_set *pset; /* RCU: read in process_batch */
 };
 
 /* Per-request state while a batch is in flight. */
@@ -56,6 +60,7 @@ struct pending {
 
 struct kms_worker {
 	struct kms_engine *e;
+	const struct kms_policy_set *pset; /* during kms_worker_process only */
 	unsigned id;
 	uint16_t seq;
 	struct kms_hsm_session *hsm;
@@ -137,6 +142,17 @@ int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
 			return rc;
 		}
 	}
+	e->pset = malloc(sizeof(*e->pset));
+	if (!e->pset) {
+		kms_crypto_engine_release(e->ossl_engine);
+		free(e);
+		return KMS_ERR_NOMEM;
+	}
+	if (cfg->policy_set)
+		*e->pset = *cfg->policy_set;
+	else
+		kms_policy_set_init(e->pset, &cfg->policy);
+	e->cfg.policy_set = NULL;
 	e->hsm = hsm;
 	e->ks = ks;
 	*out = e;
@@ -148,7 +164,44 @@ void kms_engine_destroy(struct kms_engine *e)
 	if (!e)
 		return;
 	kms_crypto_engine_release(e->ossl_engine);
+	free(e->pset);
 	free(e);
+}
+
+static int pset_ok(const struct kms_engine *e, const struct kms_policy_set *ps)
+{
+	if (!e->cfg.deferred_max)
+		return 1;
+	/* A limited retrieval count must be durable before the answer. */
+	if (ps->dflt.max_retrievals)
+		return 0;
+	for (unsigned i = 0; i < ps->ndomains; i++)
+		if (ps->dom[i].p.max_retrievals)
+			return 0;
+	return 1;
+}
+
+int kms_engine_policy_swap(struct kms_engine *e, const struct kms_policy_set *ps)
+{
+	struct kms_policy_set *n, *old;
+
+	if (!pset_ok(e, ps))
+		return KMS_ERR_INVAL;
+	n = malloc(sizeof(*n));
+	if (!n)
+		return KMS_ERR_NOMEM;
+	*n = *ps;
+	old = rcu_xchg_pointer(&e->pset, n);
+	urcu_bp_synchronize_rcu();
+	free(old);
+	return KMS_OK;
+}
+
+void kms_engine_policy_get(struct kms_engine *e, struct kms_policy_set *out)
+{
+	urcu_bp_read_lock();
+	*out = *rcu_dereference(e->pset);
+	urcu_bp_read_unlock();
 }
 
 const char *kms_engine_crypto_mode(const struct kms_engine *e)
@@ -426,8 +479,9 @@ static uint16_t deposit_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 			       struct pending *p, uint64_t now,
 			       const uint8_t rnd[4])
 {
-	const struct kms_policy *pol = &w->e->cfg.policy;
 	const struct kms_req *r = &p->req;
+	const struct kms_policy *pol = kms_policy_for(w->pset, r->id_b.p,
+						      r->id_b.len);
 	struct kms_deposit *d = &p->dep;
 	const struct pending *prev;
 	int have_pair = 0, rc;
@@ -487,8 +541,9 @@ static uint16_t deposit_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 				struct pending *p, uint64_t now)
 {
-	const struct kms_policy *pol = &w->e->cfg.policy;
 	const struct kms_req *r = &p->req;
+	const struct kms_policy *pol = kms_policy_for(w->pset, r->id_b.p,
+						      r->id_b.len);
 	struct kms_deposit *d = &p->dep;
 	const struct pending *prev;
 	uint8_t digest[32];
@@ -911,6 +966,9 @@ unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
 	struct kms_crypto_stats cs;
 	unsigned replies = 0;
 
+	/* One policy set for the whole call: a swap waits for it to end. */
+	urcu_bp_read_lock();
+	w->pset = rcu_dereference(w->e->pset);
 	for (unsigned off = 0; off < n; off += w->e->cfg.batch_max) {
 		unsigned k = n - off;
 
@@ -918,6 +976,8 @@ unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
 			k = w->e->cfg.batch_max;
 		replies += process_batch(w, msgs + off, k);
 	}
+	w->pset = NULL;
+	urcu_bp_read_unlock();
 	w->e->crypto->stats(w->crypto, &cs);
 	__atomic_store_n(&w->st.cache_hits, cs.hits, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->st.cache_misses, cs.misses, __ATOMIC_RELAXED);

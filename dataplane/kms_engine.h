@@ -29,6 +29,7 @@
 #include "kms_err.h"
 #include "kms_hsm.h"
 #include "kms_ks.h"
+#include "kms_policy.h"
 
 struct kms_engine;
 struct kms_worker;
@@ -44,7 +45,11 @@ struct kms_engine_config {
 	 *  .so (contains a '/'), that AES-256-GCM must go through; NULL or ""
 	 *  for OpenSSL's own. Refused in hsm mode. */
 	const char *crypto_engine;
-	struct kms_policy policy;
+	struct kms_policy policy;    /**< the default policy ... */
+	/** ... or, when set, the whole policy set (default + per-domain
+	 *  overrides), copied at create; replace it live with
+	 *  kms_engine_policy_swap(). */
+	const struct kms_policy_set *policy_set;
 	uint32_t max_skew_ms;
 	uint32_t replay_capacity;
 	uint32_t cache_keys;         /**< >= KMS_ENGINE_CACHE_MIN(batch_max) */
@@ -104,6 +109,22 @@ int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
 		      struct kms_ks *ks, struct kms_engine **out);
 /** Call after every worker is destroyed. NULL is a no-op. */
 void kms_engine_destroy(struct kms_engine *e);
+
+/**
+ * Publish a new policy set to the workers without stopping them (RCU,
+ * liburcu's bulletproof flavour): @p ps is copied; requests admitted
+ * after the call use it; a batch already being admitted finishes with
+ * the set it started with; the old set is freed after every such batch
+ * ended. Any thread; not concurrent with another swap (the control
+ * socket serves one request at a time).
+ * @return KMS_OK, KMS_ERR_NOMEM, KMS_ERR_INVAL (a max_retrievals limit
+ *         with deferred RETRIEVE records).
+ */
+int kms_engine_policy_swap(struct kms_engine *e,
+			   const struct kms_policy_set *ps);
+
+/** Copy the current policy set into @p out (any thread). */
+void kms_engine_policy_get(struct kms_engine *e, struct kms_policy_set *out);
 
 /** The crypto mode's name ("offload", "hsm"). */
 const char *kms_engine_crypto_mode(const struct kms_engine *e);

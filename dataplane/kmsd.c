@@ -130,14 +130,17 @@ static int ctl_start(const struct kms_config *cfg, struct kmsd_ctl_src *src,
 }
 
 /* Socket mode: run until SIGTERM/SIGINT, then drain and print counters. */
-static int run_socket(const struct kms_config *cfg, struct kms_engine *eng)
+static int run_socket(const struct kms_config *cfg, struct kms_engine *eng,
+		      struct kms_ks *ks)
 {
 	struct kms_sockio_config sc = {
 		.listen = cfg->listen, .port = cfg->port, .nworkers = cfg->workers,
 		.batch = cfg->batch,
 	};
-	struct kmsd_ctl_src src = { .crypto_mode = crypto_mode,
-				    .nworkers = cfg->workers };
+	struct kmsd_ctl_src src = {
+		.crypto_mode = crypto_mode, .nworkers = cfg->workers, .eng = eng,
+		.ks = ks, .deferred = !strcmp(cfg->retrieve_records, "deferred"),
+	};
 	struct kms_sockio *io = NULL;
 	struct kms_sockio_stats ios;
 	struct kms_ctl *ctl = NULL;
@@ -205,7 +208,7 @@ static void print_dpdk_stats(const struct kms_dp_stats *io,
 
 /* DPDK mode: the main lcore polls until SIGTERM/SIGINT sets dpdk_stop. */
 static int run_dpdk(const struct kms_config *cfg, struct kms_engine *eng,
-		    int io_bench)
+		    struct kms_ks *ks, int io_bench)
 {
 	struct kms_dp_config dc = {
 		.port_id = cfg->dpdk_port_id,
@@ -216,8 +219,10 @@ static int run_dpdk(const struct kms_config *cfg, struct kms_engine *eng,
 		.io_bench = io_bench,
 	};
 	struct sigaction sa = { .sa_handler = on_stop };
-	struct kmsd_ctl_src src = { .crypto_mode = crypto_mode,
-				    .nworkers = cfg->workers };
+	struct kmsd_ctl_src src = {
+		.crypto_mode = crypto_mode, .nworkers = cfg->workers, .eng = eng,
+		.ks = ks, .deferred = !strcmp(cfg->retrieve_records, "deferred"),
+	};
 	struct kms_ctl *ctl = NULL;
 	struct kms_dp *dp = NULL;
 	struct kms_dp_stats ios;
@@ -390,6 +395,7 @@ int main(int argc, char **argv)
 	struct kms_ks_config kc = {
 		.path = cfg.store_path, .map_size = cfg.map_size_mb << 20, .create = 0,
 	};
+	static struct kms_policy_set pset; /* 8 KiB: not on the stack */
 	struct kms_engine_config ec = {
 		.crypto_mode = cfg.crypto_mode, .crypto_engine = cfg.crypto_engine,
 		.policy = cfg.policy,
@@ -409,15 +415,18 @@ int main(int argc, char **argv)
 			c == KMS_ERR_NOTFOUND ? " (run `kmsctl init` first)" : "");
 		goto out;
 	}
+	if (kmsd_policy_load(ks, &cfg.policy, &pset))
+		goto out;
+	ec.policy_set = &pset;
 	if (kms_engine_create(&ec, hsm, ks, &eng))
 		goto out;
 	crypto_mode = kms_engine_crypto_mode(eng);
 #ifdef KMS_HAVE_DPDK
 	if (!strcmp(cfg.io, "dpdk"))
-		rc = run_dpdk(&cfg, eng, io_bench) ? 1 : 0;
+		rc = run_dpdk(&cfg, eng, ks, io_bench) ? 1 : 0;
 	else
 #endif
-		rc = run_socket(&cfg, eng) ? 1 : 0;
+		rc = run_socket(&cfg, eng, ks) ? 1 : 0;
 out:
 	kms_engine_destroy(eng);
 	kms_ks_close(ks);

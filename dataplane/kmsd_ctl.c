@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * kmsd's control commands (the table served on the control socket,
- * control/kms_ctl.h). Read-only for now: "stats".
+ * control/kms_ctl.h): "stats", "policy-show", and the write side
+ * "policy-set" / "policy-clear" (persisted with an audit record in one
+ * transaction, then swapped into the workers by RCU).
  *
  * stats: {"crypto_mode", "io", "workers", "engine": {counters summed},
  * "per_worker": [{counters}, ...], "io_stats": {the I/O layer's}}. Engine
@@ -10,9 +12,11 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "kmsd_ctl.h"
 #include "kms_err.h"
+#include "kms_log.h"
 
 #ifdef KMS_HAVE_DPDK
 #include "kms_pkt.h"
@@ -143,12 +147,166 @@ static int cmd_stats(void *arg, int argc, char **argv, json_t *reply,
 	return 0;
 }
 
+int kmsd_policy_load(struct kms_ks *ks, const struct kms_policy *dflt,
+		     struct kms_policy_set *out)
+{
+	char text[KMS_POLICY_TEXT_MAX], err[256];
+	struct kms_ks_txn *t;
+	int rc = kms_ks_txn_begin(ks, 1, &t);
+
+	if (rc)
+		return rc;
+	rc = kms_ks_meta_get(t, "policy", text, sizeof(text));
+	kms_ks_txn_abort(t);
+	if (rc == KMS_ERR_NOTFOUND) {
+		kms_policy_set_init(out, dflt);
+		return KMS_OK;
+	}
+	if (rc)
+		return rc;
+	if (kms_policy_decode(text, out, err, sizeof(err))) {
+		KMS_ERR("the store's policy record: %s", err);
+		return KMS_ERR_CORRUPT;
+	}
+	KMS_INFO("policy: the store's (set live; %u domain override%s), not "
+		 "the configuration's [policy]", out->ndomains,
+		 out->ndomains == 1 ? "" : "s");
+	return KMS_OK;
+}
+
+static int cmd_policy_show(void *arg, int argc, char **argv, json_t *reply,
+			   char *err, size_t errlen)
+{
+	const struct kmsd_ctl_src *src = arg;
+	struct kms_policy_set ps;
+
+	(void)argv;
+	if (argc != 1) {
+		snprintf(err, errlen, "policy-show takes no arguments");
+		return -1;
+	}
+	kms_engine_policy_get(src->eng, &ps);
+	return json_object_set_new(reply, "policy", kms_policy_json(&ps));
+}
+
+/* Persist @p ps and its audit record in one transaction, then swap. */
+static int policy_commit(const struct kmsd_ctl_src *src,
+			 const struct kms_policy_set *ps, const char *domain,
+			 json_t *reply, char *err, size_t errlen)
+{
+	char text[KMS_POLICY_TEXT_MAX];
+	struct kms_audit au;
+	struct kms_ks_txn *t;
+	struct timespec ts;
+	int rc;
+
+	if (kms_policy_encode(ps, text, sizeof(text)) < 0) {
+		snprintf(err, errlen, "policy too large");
+		return -1;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	memset(&au, 0, sizeof(au));
+	au.event = KMS_AUD_POLICY;
+	au.time_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	au.actor_len = 6;
+	memcpy(au.actor, "kmsctl", 6);
+	if (domain) {
+		au.id_a_len = (uint8_t)strlen(domain);
+		memcpy(au.id_a, domain, au.id_a_len);
+	}
+	rc = kms_ks_txn_begin(src->ks, 0, &t);
+	if (!rc) {
+		kms_ks_meta_put(t, "policy", text);
+		kms_ks_audit_append(t, &au);
+		rc = kms_ks_txn_commit(t);
+	}
+	if (rc) {
+		snprintf(err, errlen, "policy not stored (%s): nothing changed",
+			 kms_strerror(rc));
+		return -1;
+	}
+	rc = kms_engine_policy_swap(src->eng, ps);
+	if (rc) {
+		/* Checked before the commit (policy_check): not reached. */
+		snprintf(err, errlen, "stored but not applied: %s", kms_strerror(rc));
+		return -1;
+	}
+	KMS_INFO("policy changed (%s): %s", domain ? domain : "default", text);
+	return json_object_set_new(reply, "policy", kms_policy_json(ps));
+}
+
+/* What the engine would refuse, refused before anything is stored. */
+static int policy_check(const struct kmsd_ctl_src *src,
+			const struct kms_policy_set *ps, char *err, size_t errlen)
+{
+	if (!src->deferred)
+		return 0;
+	if (ps->dflt.max_retrievals)
+		goto bad;
+	for (unsigned i = 0; i < ps->ndomains; i++)
+		if (ps->dom[i].p.max_retrievals)
+			goto bad;
+	return 0;
+bad:
+	snprintf(err, errlen, "max_retrievals must stay 0 with store.retrieve_records "
+		 "= deferred (a limited count must be durable before the answer)");
+	return -1;
+}
+
+/* policy-set [domain=D] name=value... */
+static int cmd_policy_set(void *arg, int argc, char **argv, json_t *reply,
+			  char *err, size_t errlen)
+{
+	const struct kmsd_ctl_src *src = arg;
+	const char *domain = NULL;
+	struct kms_policy_set ps;
+	int first = 1;
+
+	if (argc > 1 && !strncmp(argv[1], "domain=", 7)) {
+		domain = argv[1] + 7;
+		first = 2;
+	}
+	kms_engine_policy_get(src->eng, &ps);
+	if (kms_policy_set_apply(&ps, domain, argc - first, argv + first, err,
+				 errlen) ||
+	    policy_check(src, &ps, err, errlen))
+		return -1;
+	return policy_commit(src, &ps, domain, reply, err, errlen);
+}
+
+/* policy-clear domain=D */
+static int cmd_policy_clear(void *arg, int argc, char **argv, json_t *reply,
+			    char *err, size_t errlen)
+{
+	const struct kmsd_ctl_src *src = arg;
+	struct kms_policy_set ps;
+
+	if (argc != 2 || strncmp(argv[1], "domain=", 7)) {
+		snprintf(err, errlen, "usage: policy-clear domain=D");
+		return -1;
+	}
+	kms_engine_policy_get(src->eng, &ps);
+	if (kms_policy_set_clear(&ps, argv[1] + 7)) {
+		snprintf(err, errlen, "no override for domain '%.64s'", argv[1] + 7);
+		return -1;
+	}
+	return policy_commit(src, &ps, argv[1] + 7, reply, err, errlen);
+}
+
 int kmsd_ctl_start(const char *path, struct kmsd_ctl_src *src,
 		   struct kms_ctl **out)
 {
 	const struct kms_ctl_cmd cmds[] = {
 		{ "stats", "counters: summed, per worker, and the I/O layer's",
 		  0, cmd_stats, src },
+		{ "policy-show", "the reuse policy: default and domain overrides",
+		  0, cmd_policy_show, src },
+		{ "policy-set", "[domain=D] name=value...: change the default or "
+		  "D's override (reuse_max_deposits, reuse_max_age_s, "
+		  "deposit_lifetime_s, max_retrievals); stored, audited, applied "
+		  "live", 1, cmd_policy_set, src },
+		{ "policy-clear", "domain=D: remove D's override (stored, audited, "
+		  "applied live)", 1, cmd_policy_clear, src },
 	};
 
 	return kms_ctl_start(path, cmds, sizeof(cmds) / sizeof(cmds[0]), out);

@@ -86,6 +86,7 @@ enum kms_audit_event {
 	KMS_AUD_KEY_REUSE = 4,      /**< a deposit re-used the pair's K */
 	KMS_AUD_KEY_RETRIEVE = 5,   /**< K released to B */
 	KMS_AUD_INIT = 6,
+	KMS_AUD_POLICY = 7,         /**< the reuse policy changed (id_a: domain) */
 };
 
 #define KMS_AUDIT_HASH_LEN 32

@@ -12,6 +12,7 @@ PKGS=(
   softhsm2                                    # PKCS#11 token for tests and demo
   libinih-dev                                 # INI configuration
   libjansson-dev                              # JSON on the control socket
+  liburcu-dev                                 # RCU: live policy swap
   libcmocka-dev                               # unit tests
   python3 python3-cryptography procps iproute2  # test scripts
   libdpdk-dev                                 # kmsd --io dpdk

@@ -16,6 +16,45 @@ A=sip:alice@example.org B=sip:bob@example.org C=sip:carol@example.org
 MB=mailbox.example.org
 E2E_GARBAGE_COUNTED=${E2E_GARBAGE_COUNTED:-"drops_not_kms=2"}
 
+# deposit_gen TAG: a new deposit A -> B; prints its k_gen.
+deposit_gen() {
+  $CLIENT token --key "$W/a.key" --peer $B --out "$W/$1.tok" &&
+  $CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/$1.tok" \
+    --params-out "$W/$1.params" --reply-out "$W/$1.reply" >/dev/null &&
+  value "$W/$1.params" k_gen
+}
+
+# The live reuse policy: an override for B's domain changes the next
+# deposit (a new K each time), is stored, audited, and refused when bad.
+policy_checks() {
+local g1 g2 g3 exp now out rc
+"$KMSCTL" -c "$W/kms.conf" policy show > "$W/pol.txt" 2>&1
+grep -q "^default .*reuse_max_deposits=100 " "$W/pol.txt" && pass "policy show: the default" \
+  || fail "policy show: $(cat "$W/pol.txt")"
+g1=$(deposit_gen pg1); g2=$(deposit_gen pg2)
+[ -n "$g1" ] && [ "$g1" = "$g2" ] && pass "default policy: the pair's K re-used (k_gen $g1)" \
+  || fail "re-use before the change: k_gen $g1 then $g2"
+"$KMSCTL" -c "$W/kms.conf" policy set --domain example.org reuse_max_deposits=0 \
+  deposit_lifetime_s=60 >/dev/null || fail "policy set"
+g3=$(deposit_gen pg3)
+now=$(date +%s%3N); exp=$(value "$W/pg3.params" expiry_ms)
+[ "$g3" = $((g2 + 1)) ] && [ $((exp - now)) -le 61000 ] && [ $((exp - now)) -ge 50000 ] \
+  && pass "override for @example.org applied live: new K (k_gen $g3), 60 s lifetime" \
+  || fail "after the change: k_gen $g3 (was $g2), expiry in $((exp - now)) ms"
+for bad in "bogus=1" "reuse_max_deposits=-1" "deposit_lifetime_s=0" "reuse_max_age_s=99999999999"; do
+  rc=0; "$KMSCTL" -c "$W/kms.conf" policy set "$bad" > "$W/pol-bad.txt" 2>&1 || rc=$?
+  [ "$rc" -eq 1 ] && grep -q "refused" "$W/pol-bad.txt" || { fail "policy set $bad: exit $rc $(cat "$W/pol-bad.txt")"; return; }
+done
+"$KMSCTL" -c "$W/kms.conf" policy show > "$W/pol2.txt"
+grep -q "^default .*reuse_max_deposits=100 " "$W/pol2.txt" && [ "$(grep -c . "$W/pol2.txt")" = 2 ] \
+  && pass "bad policy values refused, nothing changed" || fail "after refusals: $(cat "$W/pol2.txt")"
+"$KMSCTL" -c "$W/kms.conf" audit | grep -q "policy actor=kmsctl a=example.org" \
+  && pass "policy change audited" || fail "no policy audit record"
+"$KMSCTL" -c "$W/kms.conf" policy clear --domain example.org >/dev/null &&
+"$KMSCTL" -c "$W/kms.conf" policy set --domain persist.example max_retrievals=0 >/dev/null \
+  || fail "policy clear / set"
+}
+
 ctl_checks() {
 local sock=$W/store/kmsd.sock out
 [ "$(stat -c %a "$sock" 2>/dev/null)" = 600 ] && pass "control socket mode 0600" \
@@ -62,6 +101,7 @@ r = call(b"help\n")
 assert r["ok"] and {c["name"] for c in r["commands"]} >= {"stats", "help"}, r
 assert call(b"stats\n")["ok"] is True
 PY
+policy_checks
 out=$(timeout 20 "$KMSD" -c "$W/kms.conf" --io socket 2>&1) && rc=0 || rc=$?
 [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && echo "$out" | grep -q "another process serves it" \
   && pass "a second kmsd on the same control socket refuses to start" \
@@ -210,6 +250,8 @@ out=$($CLIENT send --server "$SERVER" --in "$W/deposit5.req" 2>&1 || true)
 echo "$out" | grep -q "status=REPLAY" && pass "DEPOSIT replay refused after restart" || fail "after restart: $out"
 out=$($CLIENT send --server "$SERVER" --in "$W/retrieve5.req" 2>&1 || true)
 echo "$out" | grep -q "status=REPLAY" && pass "RETRIEVE replay refused after restart" || fail "after restart: $out"
+"$KMSCTL" -c "$W/kms.conf" policy show | grep -q "^@persist.example " \
+  && pass "the live policy survives a restart" || fail "policy after restart: $("$KMSCTL" -c "$W/kms.conf" policy show 2>&1)"
 stop_kmsd || fail "second kmsd exit"
 }
 

@@ -55,6 +55,28 @@ cat "$W/open.txt"
 
 [ "$kc" -ge "$ok" ] && pass "$kc keys checked in the closed loop (warm-up included)" ||
   fail "only $kc keys checked for $ok verified"
+
+# The reuse policy swapped 20 times under load (RCU: no worker stops):
+# every request still verifies, none fails.
+rc=0
+"$LG" --population "$W/pop" --server "$SERVER" --pairs 40 --mix 1:1 \
+  --outstanding 16 --duration 2 --warmup 0.2 --quiet --json "$W/swap.json" \
+  > "$W/swap.txt" 2>&1 &
+LGP=$!
+swaps=0
+sleep 0.3
+for i in $(seq 1 20); do
+  "$KMSCTL" -c "$W/kms.conf" policy set reuse_max_deposits=$(( i % 2 ? 0 : 100 )) \
+    >/dev/null 2>&1 && swaps=$((swaps + 1))
+  sleep 0.05
+done
+wait "$LGP" || rc=$?
+[ "$rc" -eq 0 ] && [ "$swaps" = 20 ] &&
+  [ "$(jv "$W/swap.json" 'j["ok"] > 100 and j["verify"]["mismatch"] + j["verify"]["bad_tag"] + j["verify"]["bad_reply"] + j["verify"]["unexpected_status"] == 0 and j["lost"] == 0')" = True ] &&
+  pass "20 policy swaps under load: $(jv "$W/swap.json" 'j["ok"]') requests verified, 0 failed" ||
+  { fail "policy swaps under load: exit $rc, swaps $swaps, $(jv "$W/swap.json" '(j["ok"], j["lost"], j["verify"])')"; cat "$W/swap.txt"; }
+[ "$("$KMSCTL" -c "$W/kms.conf" audit | grep -c ' policy actor=kmsctl')" = 20 ] &&
+  pass "each swap audited" || fail "policy audit records: $("$KMSCTL" -c "$W/kms.conf" audit | grep -c ' policy ')"
 kill -TERM "$KMSD_PID"; wait_exit "$KMSD_PID" 30 || true; KMSD_PID=""
 
 # A population the KMS does not know: a clear error, exit 2.
