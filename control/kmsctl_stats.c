@@ -14,6 +14,25 @@
 #include "kmsctl_stats.h"
 #include "kms_ctl.h"
 
+/* One request; the reply if kmsd accepted it, else NULL (said why). */
+static json_t *call(const char *ctl_path, const char *line)
+{
+	char err[512];
+	json_t *r;
+
+	if (kms_ctl_call(ctl_path, line, &r, err, sizeof(err))) {
+		fprintf(stderr, "kmsctl: %s\n", err);
+		return NULL;
+	}
+	if (!json_is_true(json_object_get(r, "ok"))) {
+		fprintf(stderr, "kmsctl: kmsd refused: %s\n",
+			json_string_value(json_object_get(r, "error")));
+		json_decref(r);
+		return NULL;
+	}
+	return r;
+}
+
 static unsigned long long u(json_t *o, const char *k)
 {
 	json_t *v = json_object_get(o, k);
@@ -125,20 +144,12 @@ static void prometheus(json_t *r)
 
 int kmsctl_stats(const char *ctl_path, enum kmsctl_stats_fmt fmt)
 {
-	char err[512];
 	json_t *r;
 	char *s;
 
-	if (kms_ctl_call(ctl_path, "stats", &r, err, sizeof(err))) {
-		fprintf(stderr, "kmsctl: %s\n", err);
+	r = call(ctl_path, "stats");
+	if (!r)
 		return 1;
-	}
-	if (!json_is_true(json_object_get(r, "ok"))) {
-		fprintf(stderr, "kmsctl: kmsd refused: %s\n",
-			json_string_value(json_object_get(r, "error")));
-		json_decref(r);
-		return 1;
-	}
 	json_object_del(r, "ok");
 	switch (fmt) {
 	case KMSCTL_STATS_JSON:
@@ -170,7 +181,7 @@ static void policy_line(const char *what, json_t *p)
 int kmsctl_policy(const char *ctl_path, const char *domain, int n,
 		  char **words, int json)
 {
-	char line[KMS_CTL_LINE_MAX], err[512];
+	char line[KMS_CTL_LINE_MAX];
 	json_t *r, *pol, *v;
 	const char *k;
 	size_t used;
@@ -196,16 +207,9 @@ int kmsctl_policy(const char *ctl_path, const char *domain, int n,
 		fprintf(stderr, "kmsctl: policy: arguments too long\n");
 		return 2;
 	}
-	if (kms_ctl_call(ctl_path, line, &r, err, sizeof(err))) {
-		fprintf(stderr, "kmsctl: %s\n", err);
+	r = call(ctl_path, line);
+	if (!r)
 		return 1;
-	}
-	if (!json_is_true(json_object_get(r, "ok"))) {
-		fprintf(stderr, "kmsctl: kmsd refused: %s\n",
-			json_string_value(json_object_get(r, "error")));
-		json_decref(r);
-		return 1;
-	}
 	pol = json_object_get(r, "policy");
 	if (json) {
 		s = json_dumps(pol, JSON_INDENT(2) | JSON_SORT_KEYS);
