@@ -40,6 +40,68 @@ static unsigned long long u(json_t *o, const char *k)
 	return json_is_integer(v) ? (unsigned long long)json_integer_value(v) : 0;
 }
 
+/* The engine's log2 histograms, as Prometheus histograms. */
+static const struct {
+	const char *key, *sum, *family;
+	double scale;   /* bucket bound and sum in the family's unit */
+} hists[] = {
+	{ "commit_size_log2", "commit_size_sum", "kms_commit_requests", 1.0 },
+	{ "batch_us_log2", "batch_us_sum", "kms_batch_seconds", 1e-6 },
+};
+#define NHISTS (sizeof(hists) / sizeof(hists[0]))
+
+static int is_hist_key(const char *k)
+{
+	for (size_t i = 0; i < NHISTS; i++)
+		if (!strcmp(k, hists[i].key) || !strcmp(k, hists[i].sum))
+			return 1;
+	return 0;
+}
+
+/* Upper bound of the bucket holding quantile @p q of histogram @p a. */
+static double hist_quantile(json_t *a, double q)
+{
+	unsigned long long total = 0, run = 0;
+	size_t i, n = json_array_size(a);
+
+	for (i = 0; i < n; i++)
+		total += (unsigned long long)json_integer_value(json_array_get(a, i));
+	for (i = 0; total && i < n; i++) {
+		run += (unsigned long long)json_integer_value(json_array_get(a, i));
+		if ((double)run >= q * (double)total)
+			return (double)(2ull << i);
+	}
+	return 0;
+}
+
+static void prom_hist(json_t *per, size_t h)
+{
+	json_t *w;
+	size_t i;
+
+	printf("# TYPE %s histogram\n", hists[h].family);
+	json_array_foreach(per, i, w) {
+		json_t *a = json_object_get(w, hists[h].key);
+		unsigned long long run = 0;
+		size_t b, n = json_array_size(a);
+
+		if (!json_is_array(a))
+			continue;
+		for (b = 0; b < n; b++) {
+			run += (unsigned long long)json_integer_value(json_array_get(a, b));
+			if (b + 1 < n)
+				printf("%s_bucket{worker=\"%zu\",le=\"%g\"} %llu\n",
+				       hists[h].family, i,
+				       (double)(2ull << b) * hists[h].scale, run);
+		}
+		printf("%s_bucket{worker=\"%zu\",le=\"+Inf\"} %llu\n",
+		       hists[h].family, i, run);
+		printf("%s_sum{worker=\"%zu\"} %g\n", hists[h].family, i,
+		       (double)u(w, hists[h].sum) * hists[h].scale);
+		printf("%s_count{worker=\"%zu\"} %llu\n", hists[h].family, i, run);
+	}
+}
+
 static void text(json_t *r)
 {
 	json_t *eng = json_object_get(r, "engine"), *bs, *io, *per, *w;
@@ -71,6 +133,10 @@ static void text(json_t *r)
 	       u(eng, "commits"), u(eng, "commit_failures"),
 	       u(eng, "commits") ? (double)u(eng, "committed_requests") /
 				   (double)u(eng, "commits") : 0.0);
+	printf("batch service time (admission, commit, replies): p50 < %.0f us, "
+	       "p99 < %.0f us\n",
+	       hist_quantile(json_object_get(eng, "batch_us_log2"), 0.5),
+	       hist_quantile(json_object_get(eng, "batch_us_log2"), 0.99));
 	io = json_object_get(r, "io_stats");
 	printf("io: rx %llu, tx %llu, ring full %llu\n", u(io, "rx"), u(io, "tx"),
 	       u(io, "ring_full"));
@@ -103,13 +169,15 @@ static void prometheus(json_t *r)
 		if (!first && json_is_object(w))
 			first = w;
 	json_object_foreach(first, k, v) {
-		if (!json_is_integer(v))
+		if (!json_is_integer(v) || is_hist_key(k))
 			continue;
 		printf("# TYPE kms_%s_total counter\n", k);
 		json_array_foreach(per, i, w)
 			if (json_is_object(w))
 				printf("kms_%s_total{worker=\"%zu\"} %llu\n", k, i, u(w, k));
 	}
+	for (size_t h = 0; h < NHISTS; h++)
+		prom_hist(per, h);
 	printf("# HELP kms_requests_total Requests answered or refused, by type "
 	       "and status.\n# TYPE kms_requests_total counter\n");
 	json_array_foreach(per, i, w) {

@@ -92,6 +92,22 @@ struct deferred {
 	__atomic_store_n(&(w)->st.field, (w)->st.field + (n), __ATOMIC_RELAXED)
 #define STAT_INC(w, field) STAT_ADD(w, field, 1)
 
+/* The log2 bucket of @p v (kms_stats histograms). */
+static unsigned log2_bucket(uint64_t v)
+{
+	unsigned b = v ? 63u - (unsigned)__builtin_clzll(v) : 0;
+
+	return b < KMS_HIST_BUCKETS ? b : KMS_HIST_BUCKETS - 1;
+}
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static uint64_t clock_ms(void *arg)
 {
 	struct timespec ts;
@@ -832,6 +848,8 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 	else if (txn)
 		kms_ks_txn_abort(txn);
 	STAT_INC(w, commits);
+	STAT_INC(w, commit_size[log2_bucket(todo)]);
+	STAT_ADD(w, commit_size_sum, todo);
 	if (rc == KMS_OK) {
 		STAT_ADD(w, committed_requests, todo);
 		if (w->ndfr)
@@ -896,7 +914,7 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 	uint8_t rnd[BATCH_MAX][4 + KMS_NONCE_LEN];
 	struct kms_ks_txn *rtxn = NULL;
 	unsigned replies = 0;
-	uint64_t now;
+	uint64_t now, t0 = mono_us();
 	int rc;
 
 	now = w->e->cfg.now_ms(w->e->cfg.now_arg);
@@ -957,6 +975,9 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 	explicit_bzero(rnd, sizeof(rnd));
 	STAT_INC(w, batches);
 	STAT_ADD(w, requests, n);
+	t0 = mono_us() - t0;
+	STAT_INC(w, batch_us[log2_bucket(t0)]);
+	STAT_ADD(w, batch_us_sum, t0);
 	return replies;
 }
 

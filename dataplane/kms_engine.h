@@ -85,6 +85,8 @@ enum kms_drop {
 	KMS_DROP__COUNT
 };
 
+#define KMS_HIST_BUCKETS 16
+
 enum kms_req_kind { KMS_RK_DEPOSIT = 0, KMS_RK_RETRIEVE, KMS_RK_OTHER, KMS_RK__COUNT };
 
 /** Counters of one worker (or summed). */
@@ -99,6 +101,12 @@ struct kms_stats {
 	uint64_t replay_busy;
 	uint64_t deferred_records;   /**< RETRIEVE records committed late */
 	uint64_t deferred_flushes, deferred_failures;
+	/** Log2 histograms: bucket i counts values in [2^i, 2^(i+1)) (0 in
+	 *  bucket 0, the last bucket open-ended). Requests per durable
+	 *  commit, and a batch's service time in us (admission, commit,
+	 *  replies: what its requests waited inside the engine). */
+	uint64_t commit_size[KMS_HIST_BUCKETS], commit_size_sum;
+	uint64_t batch_us[KMS_HIST_BUCKETS], batch_us_sum;
 };
 
 /** Loads the configured OpenSSL engine, if any.

@@ -35,6 +35,16 @@ static const struct {
 };
 #undef F
 
+/* A log2 histogram: an array, element i counting [2^i, 2^(i+1)). */
+static json_t *hist_json(const uint64_t *h)
+{
+	json_t *a = json_array();
+
+	for (unsigned i = 0; i < KMS_HIST_BUCKETS; i++)
+		json_array_append_new(a, json_integer((json_int_t)h[i]));
+	return a;
+}
+
 static json_t *engine_json(const struct kms_stats *st)
 {
 	static const char *const kinds[KMS_RK__COUNT] = { "deposit", "retrieve",
@@ -65,6 +75,12 @@ static json_t *engine_json(const struct kms_stats *st)
 		json_object_set_new(bs, kinds[k], one);
 	}
 	json_object_set_new(o, "by_status", bs);
+	json_object_set_new(o, "commit_size_log2", hist_json(st->commit_size));
+	json_object_set_new(o, "commit_size_sum",
+			    json_integer((json_int_t)st->commit_size_sum));
+	json_object_set_new(o, "batch_us_log2", hist_json(st->batch_us));
+	json_object_set_new(o, "batch_us_sum",
+			    json_integer((json_int_t)st->batch_us_sum));
 	return o;
 }
 

@@ -69,16 +69,24 @@ assert len(j["per_worker"]) == j["workers"] >= 1
 assert e["by_status"]["deposit"].get("OK", 0) >= 1 and e["by_status"]["retrieve"].get("OK", 0) >= 1, e["by_status"]
 assert sum(w["requests"] for w in j["per_worker"] if w) == e["requests"] >= 2
 assert 0 <= e["cache_hit_rate"] <= 1 and j["io_stats"]["rx"] >= 2
+assert sum(e["commit_size_log2"]) == e["commits"] >= 1, e["commit_size_log2"]
+assert sum(e["batch_us_log2"]) == e["batches"] >= 1 and e["batch_us_sum"] > 0
 PY
 "$KMSCTL" -c "$W/kms.conf" stats --prometheus > "$W/stats.prom" 2>&1 || true
 python3 - "$W/stats.prom" <<'PY' && pass "kmsctl stats --prometheus: valid exposition lines" || fail "stats --prometheus: $(head -c 600 "$W/stats.prom")"
 import re, sys
 lines = open(sys.argv[1]).read().splitlines()
-sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? -?[0-9.e+]+$')
+sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (-?[0-9.]+(e[+-]?[0-9]+)?|[+-]Inf|NaN)$')
 bad = [l for l in lines if not l.startswith("#") and not sample.match(l)]
 assert not bad, bad[:3]
 assert any(l.startswith('kms_requests_total{worker="') and 'status="OK"' in l for l in lines)
 assert any(l.startswith("kms_info{crypto_mode=") for l in lines)
+# histograms: cumulative buckets ending in +Inf == _count
+for fam in ("kms_commit_requests", "kms_batch_seconds"):
+    inf = [l for l in lines if l.startswith(fam + '_bucket{') and 'le="+Inf"' in l]
+    cnt = [l for l in lines if l.startswith(fam + "_count{")]
+    assert inf and len(inf) == len(cnt), fam
+    assert all(a.split()[-1] == b.split()[-1] for a, b in zip(inf, cnt)), fam
 PY
 "$KMSCTL" -c "$W/kms.conf" stats | grep -q "crypto mode" && pass "kmsctl stats: summary" || fail "kmsctl stats summary"
 python3 - "$sock" <<'PY' > "$W/ctl-bad.txt" 2>&1 && pass "malformed control commands refused with a reason" || fail "control refusals: $(cat "$W/ctl-bad.txt")"
