@@ -117,6 +117,19 @@ static uint64_t clock_ms(void *arg)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+static int pset_ok(const struct kms_engine *e, const struct kms_policy_set *ps)
+{
+	if (!e->cfg.deferred_max)
+		return 1;
+	/* A limited retrieval count must be durable before the answer. */
+	if (ps->dflt.max_retrievals)
+		return 0;
+	for (unsigned i = 0; i < ps->ndomains; i++)
+		if (ps->dom[i].p.max_retrievals)
+			return 0;
+	return 1;
+}
+
 int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
 		      struct kms_ks *ks, struct kms_engine **out)
 {
@@ -169,6 +182,13 @@ int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
 	else
 		kms_policy_set_init(e->pset, &cfg->policy);
 	e->cfg.policy_set = NULL;
+	if (!pset_ok(e, e->pset)) {
+		KMS_ERR("the policy limits retrievals (max_retrievals) but "
+			"store.retrieve_records = deferred: a limited count must "
+			"be durable before the answer");
+		kms_engine_destroy(e);
+		return KMS_ERR_CONFIG;
+	}
 	e->hsm = hsm;
 	e->ks = ks;
 	*out = e;
@@ -182,19 +202,6 @@ void kms_engine_destroy(struct kms_engine *e)
 	kms_crypto_engine_release(e->ossl_engine);
 	free(e->pset);
 	free(e);
-}
-
-static int pset_ok(const struct kms_engine *e, const struct kms_policy_set *ps)
-{
-	if (!e->cfg.deferred_max)
-		return 1;
-	/* A limited retrieval count must be durable before the answer. */
-	if (ps->dflt.max_retrievals)
-		return 0;
-	for (unsigned i = 0; i < ps->ndomains; i++)
-		if (ps->dom[i].p.max_retrievals)
-			return 0;
-	return 1;
 }
 
 int kms_engine_policy_swap(struct kms_engine *e, const struct kms_policy_set *ps)

@@ -125,6 +125,23 @@ static void engine_config_refused(void **state)
 	cfg.batch_max = 256;
 	cfg.nworkers = 0;
 	assert_int_equal(efx_engine_try(f, &cfg), KMS_ERR_INVAL);
+	cfg.nworkers = 1;
+	/* Deferred RETRIEVE records with a retrieval cap anywhere in the
+	 * policy set (here a stored domain override) are refused. */
+	{
+		static struct kms_policy_set ps;
+		char *w[] = { "max_retrievals=1" };
+		char err[128];
+
+		kms_policy_set_init(&ps, &cfg.policy);
+		cfg.deferred_max = 64;
+		cfg.deferred_flush_ms = 20;
+		cfg.policy_set = &ps;
+		assert_int_equal(efx_engine_try(f, &cfg), KMS_OK);
+		assert_int_equal(kms_policy_set_apply(&ps, "x.example", 1, w, err,
+						      sizeof(err)), 0);
+		assert_int_equal(efx_engine_try(f, &cfg), KMS_ERR_CONFIG);
+	}
 }
 
 /* ------------------------------------ 2. the mailbox never holds K (P1) */
