@@ -20,6 +20,8 @@ void kms_config_defaults(struct kms_config *cfg)
 	snprintf(cfg->retrieve_records, sizeof(cfg->retrieve_records), "durable");
 	cfg->deferred_flush_ms = 20;
 	cfg->deferred_max = 4096;
+	cfg->purge_interval_s = 300;
+	cfg->purge_batch = 1000;
 	snprintf(cfg->io, sizeof(cfg->io), "socket");
 	snprintf(cfg->listen, sizeof(cfg->listen), "127.0.0.1");
 	cfg->port = 7430;
@@ -63,6 +65,8 @@ static const struct field fields[] = {
 	STR("store", "retrieve_records", retrieve_records),
 	NUM("store", "deferred_flush_ms", K_U32, deferred_flush_ms, 1, 60000),
 	NUM("store", "deferred_max", K_U32, deferred_max, 16, 1u << 20),
+	NUM("store", "purge_interval_s", K_U32, purge_interval_s, 0, 86400),
+	NUM("store", "purge_batch", K_U32, purge_batch, 1, 1u << 20),
 	STR("net", "io", io),
 	STR("net", "listen", listen),
 	NUM("net", "port", K_U16, port, 0, 65535),

@@ -130,6 +130,8 @@ static int ctl_start(const struct kms_config *cfg, struct kmsd_ctl_src *src,
 }
 
 /* Socket mode: run until SIGTERM/SIGINT, then drain and print counters. */
+static struct kmsd_purge *purger; /* set in main before the I/O starts */
+
 static int run_socket(const struct kms_config *cfg, struct kms_engine *eng,
 		      struct kms_ks *ks)
 {
@@ -140,6 +142,7 @@ static int run_socket(const struct kms_config *cfg, struct kms_engine *eng,
 	struct kmsd_ctl_src src = {
 		.crypto_mode = crypto_mode, .nworkers = cfg->workers, .eng = eng,
 		.ks = ks, .deferred = !strcmp(cfg->retrieve_records, "deferred"),
+		.purge = purger,
 	};
 	struct kms_sockio *io = NULL;
 	struct kms_sockio_stats ios;
@@ -222,6 +225,7 @@ static int run_dpdk(const struct kms_config *cfg, struct kms_engine *eng,
 	struct kmsd_ctl_src src = {
 		.crypto_mode = crypto_mode, .nworkers = cfg->workers, .eng = eng,
 		.ks = ks, .deferred = !strcmp(cfg->retrieve_records, "deferred"),
+		.purge = purger,
 	};
 	struct kms_ctl *ctl = NULL;
 	struct kms_dp *dp = NULL;
@@ -421,13 +425,21 @@ int main(int argc, char **argv)
 	if (kms_engine_create(&ec, hsm, ks, &eng))
 		goto out;
 	crypto_mode = kms_engine_crypto_mode(eng);
+	if (kmsd_purge_start(ks, cfg.purge_interval_s, cfg.purge_batch, &purger))
+		goto out;
 #ifdef KMS_HAVE_DPDK
 	if (!strcmp(cfg.io, "dpdk"))
 		rc = run_dpdk(&cfg, eng, ks, io_bench) ? 1 : 0;
 	else
 #endif
 		rc = run_socket(&cfg, eng, ks) ? 1 : 0;
+	if (purger) {
+		printf("kmsd: stats: purged_deposits=%llu\n",
+		       (unsigned long long)kmsd_purge_stop(purger));
+		purger = NULL;
+	}
 out:
+	kmsd_purge_stop(purger);
 	kms_engine_destroy(eng);
 	kms_ks_close(ks);
 	kms_hsm_close(hsm);

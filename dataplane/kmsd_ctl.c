@@ -160,6 +160,10 @@ static int cmd_stats(void *arg, int argc, char **argv, json_t *reply,
 	json_object_set_new(reply, "engine", engine_json(&sum));
 	json_object_set_new(reply, "per_worker", per);
 	json_object_set_new(reply, "io_stats", io_json(src));
+	json_object_set_new(reply, "store",
+			    json_pack("{s:I, s:b}", "purged_deposits",
+				      (json_int_t)kmsd_purge_count(src->purge),
+				      "purge_on", src->purge != NULL));
 	return 0;
 }
 

@@ -6,6 +6,7 @@
 #include "kms_ctl.h"
 #include "kms_engine.h"
 #include "kms_sockio.h"
+#include "kmsd_purge.h"
 #ifdef KMS_HAVE_DPDK
 #include "kms_dpdk.h"
 /**
@@ -26,6 +27,7 @@ struct kmsd_ctl_src {
 	struct kms_engine *eng;   /**< policy swaps */
 	struct kms_ks *ks;        /**< the policy is persisted here */
 	int deferred;             /**< store.retrieve_records = deferred */
+	struct kmsd_purge *purge; /**< NULL when the purge is off */
 	struct kms_sockio *io;
 	struct kms_dp *dp;
 };

@@ -237,6 +237,18 @@ int kms_ks_nonce_foreach(struct kms_ks_txn *txn, uint64_t from_ms,
 				   const uint8_t *nonce,
 				   const uint8_t *pair_prefix, void *arg),
 			 void *arg);
+/**
+ * Expiry purge, one bounded step: walk at most @p max_scan deposits from
+ * key id @p from (NULL: the first), deleting those whose expiry_ms <=
+ * @p now_ms. Deposit keys are creation-ordered but lifetimes differ per
+ * policy, so the walk does not stop at the first live one: call again
+ * from @p next while *@p more, and from NULL after the end.
+ * @return deposits deleted (>= 0), or a negative (sticky) error.
+ */
+int kms_ks_deposit_purge(struct kms_ks_txn *txn, uint64_t now_ms,
+			 const uint8_t *from, unsigned max_scan,
+			 uint8_t next[KMS_KEY_ID_LEN], int *more);
+
 /** Delete at most @p max nonces that expired before @p now_ms.
  *  @return how many (>= 0), or a negative (sticky) error. */
 int kms_ks_nonce_purge(struct kms_ks_txn *txn, uint64_t now_ms, unsigned max);

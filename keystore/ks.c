@@ -927,6 +927,68 @@ int kms_ks_nonce_foreach(struct kms_ks_txn *t, uint64_t from_ms,
 	return ret;
 }
 
+int kms_ks_deposit_purge(struct kms_ks_txn *t, uint64_t now_ms,
+			 const uint8_t *from, unsigned max_scan,
+			 uint8_t next[KMS_KEY_ID_LEN], int *more)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	struct kms_deposit d;
+	unsigned scanned = 0;
+	int rc, n = 0, ret = txn_check(t, 1);
+
+	if (ret)
+		return ret;
+	if (!next || !more)
+		return KMS_ERR_INVAL;
+	*more = 0;
+	rc = mdb_cursor_open(t->txn, t->ks->deposits, &cur);
+	if (rc)
+		return txn_fail_mdb(t, rc, "deposits cursor");
+	if (from) {
+		k.mv_size = KMS_KEY_ID_LEN;
+		k.mv_data = (void *)from;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	} else {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	}
+	while (rc == MDB_SUCCESS) {
+		if (scanned == max_scan) {
+			/* Resume here next time. */
+			memcpy(next, k.mv_data, KMS_KEY_ID_LEN);
+			*more = 1;
+			break;
+		}
+		scanned++;
+		if (k.mv_size != KMS_KEY_ID_LEN ||
+		    kms_ks_rec_deposit_dec(v.mv_data, v.mv_size, &d)) {
+			ret = txn_corrupt(t, "deposits");
+			break;
+		}
+		if (d.expiry_ms <= now_ms) {
+			uint8_t gone[KMS_KEY_ID_LEN];
+
+			memcpy(gone, k.mv_data, sizeof(gone));
+			rc = mdb_cursor_del(cur, 0);
+			if (rc) {
+				ret = txn_fail_mdb(t, rc, "deposits purge");
+				break;
+			}
+			n++;
+			/* The first key after the deleted one. */
+			k.mv_size = sizeof(gone);
+			k.mv_data = gone;
+			rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+			continue;
+		}
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	if (!ret && rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		ret = txn_fail_mdb(t, rc, "deposits");
+	mdb_cursor_close(cur);
+	return ret ? ret : n;
+}
+
 int kms_ks_nonce_purge(struct kms_ks_txn *t, uint64_t now_ms, unsigned max)
 {
 	MDB_cursor *cur = NULL;

@@ -218,6 +218,8 @@ token_label = kms
 [store]
 path = $W/store
 map_size_mb = 8192
+; no background purge during the measurements (nothing expires anyway)
+purge_interval_s = 0
 [net]
 listen = 127.0.0.1
 port = 0

@@ -87,6 +87,7 @@ token_label = kms
 [store]
 path = $W/store
 map_size_mb = 64
+purge_interval_s = 1
 [net]
 listen = 127.0.0.1
 port = ${KMS_E2E_PORT:-0}

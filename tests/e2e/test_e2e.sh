@@ -50,6 +50,18 @@ grep -q "^default .*reuse_max_deposits=100 " "$W/pol2.txt" && [ "$(grep -c . "$W
   && pass "bad policy values refused, nothing changed" || fail "after refusals: $(cat "$W/pol2.txt")"
 "$KMSCTL" -c "$W/kms.conf" audit | grep -q "policy actor=kmsctl a=example.org" \
   && pass "policy change audited" || fail "no policy audit record"
+# Expiry: a 1 s lifetime; the background purge (every 1 s here) deletes
+# the deposit; its RETRIEVE is refused, and the purge is counted.
+"$KMSCTL" -c "$W/kms.conf" policy set --domain example.org deposit_lifetime_s=1 >/dev/null
+deposit_gen pg4 >/dev/null
+sleep 3.5
+out=$($CLIENT retrieve --server "$SERVER" --key "$W/b.key" --params "$W/pg4.params" \
+  --out "$W/kb-pg4.txt" 2>&1 || true)
+"$KMSCTL" -c "$W/kms.conf" stats --json > "$W/stats2.json"
+echo "$out" | grep -q "refused: UNKNOWN_KEY_ID" &&
+  python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["store"]["purged_deposits"] >= 1' "$W/stats2.json" \
+  && pass "expired deposit purged in the background (retrieve refused, purge counted)" \
+  || fail "purge: $out; $(head -c 300 "$W/stats2.json")"
 "$KMSCTL" -c "$W/kms.conf" policy clear --domain example.org >/dev/null &&
 "$KMSCTL" -c "$W/kms.conf" policy set --domain persist.example max_retrievals=0 >/dev/null \
   || fail "policy clear / set"

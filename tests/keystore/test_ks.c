@@ -789,6 +789,59 @@ static void test_commit_survives_reopen(void **state)
 	kms_ks_close(ks);
 }
 
+/* The expiry purge: bounded steps that resume, expired deposits gone,
+ * live ones kept whatever their place (lifetimes differ per policy). */
+static void test_deposit_purge(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	struct kms_deposit d;
+	uint8_t kid[KMS_KEY_ID_LEN], next[KMS_KEY_ID_LEN], from[KMS_KEY_ID_LEN];
+	const uint64_t now = 1800000000000ULL;
+	int more, n, total = 0, steps = 0;
+	const uint8_t *fp = NULL;
+
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	for (uint32_t i = 1; i <= 10; i++) {
+		key_id(kid, (uint8_t)i);
+		mk_deposit(&d, i);
+		/* odd ones expired (one exactly now), even ones still live */
+		d.expiry_ms = i % 2 ? now - (i == 1 ? 0 : i) : now + i;
+		assert_int_equal(kms_ks_deposit_put(t, kid, &d, 0), KMS_OK);
+	}
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	do {
+		assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+		n = kms_ks_deposit_purge(t, now, fp, 3, next, &more);
+		assert_true(n >= 0 && n <= 3);
+		assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+		total += n;
+		memcpy(from, next, sizeof(from));
+		fp = from;
+		steps++;
+	} while (more && steps < 10);
+	assert_int_equal(total, 5);
+	assert_int_equal(steps, 4); /* 10 scanned 3 at a time */
+	assert_int_equal(counts(ks).deposits, 5);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	for (uint32_t i = 1; i <= 10; i++) {
+		key_id(kid, (uint8_t)i);
+		assert_int_equal(kms_ks_deposit_get(t, kid, &d),
+				 i % 2 ? KMS_ERR_NOTFOUND : KMS_OK);
+	}
+	kms_ks_txn_abort(t);
+	/* Nothing left to purge; a read-only txn may not purge. */
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_deposit_purge(t, now, NULL, 100, next, &more), 0);
+	assert_int_equal(more, 0);
+	kms_ks_txn_abort(t);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_true(kms_ks_deposit_purge(t, now, NULL, 100, next, &more) < 0);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
 static void test_abort_leaves_nothing(void **state)
 {
 	struct fx *f = *state;
@@ -1669,6 +1722,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_roundtrip_audit, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_audit_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deposit_purge, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_altered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_altered_last, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_removed, setup, teardown),
