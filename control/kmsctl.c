@@ -57,6 +57,7 @@ struct args {
 	const char *users, *nas, *domain, *id_len;   /* enroll-bulk */
 	enum kmsctl_stats_fmt stats_fmt;
 	const char *key_id;                          /* revoke --key-id */
+	const char *pair;                            /* policy --pair A,B */
 	struct kms_config cfg;
 };
 
@@ -94,13 +95,14 @@ static void usage(FILE *f)
 		"                               removed, reordered, altered or cut off\n"
 		"  audit export                 the records as JSON lines, with chain hashes\n"
 		"  policy show [--json]         the running kmsd's reuse policy\n"
-		"  policy set [--domain D] NAME=VALUE...\n"
-		"                               change the default, or the override for\n"
-		"                               recipients @D; names: reuse_max_deposits,\n"
+		"  policy set [--domain D | --pair A,B] NAME=VALUE...\n"
+		"                               change the default, the override for\n"
+		"                               recipients @D, or for the pair A -> B\n"
+		"                               (which wins); names: reuse_max_deposits,\n"
 		"                               reuse_max_age_s, deposit_lifetime_s,\n"
 		"                               max_retrievals. Stored, audited and applied\n"
 		"                               without stopping traffic\n"
-		"  policy clear --domain D      remove D's override\n"
+		"  policy clear --domain D | --pair A,B   remove an override\n"
 		"  stats [--json | --prometheus]  the running kmsd's counters (summed,\n"
 		"                               per worker, I/O) through its control socket\n"
 		"                               (control.socket, default <store.path>/kmsd.sock)\n"
@@ -994,6 +996,7 @@ int main(int argc, char **argv)
 		{ "id-len", required_argument, NULL, 'L' },
 		{ "json", no_argument, NULL, 'J' },
 		{ "key-id", required_argument, NULL, 'K' },
+		{ "pair", required_argument, NULL, 'p' },
 		{ "prometheus", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -1024,6 +1027,7 @@ int main(int argc, char **argv)
 		case 'L': a.id_len = optarg; break;
 		case 'J': a.stats_fmt = KMSCTL_STATS_JSON; break;
 		case 'K': a.key_id = optarg; break;
+		case 'p': a.pair = optarg; break;
 		case 'P': a.stats_fmt = KMSCTL_STATS_PROMETHEUS; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -1064,7 +1068,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		if (!strcmp(cmd, "policy"))
-			return kmsctl_policy(path, a.domain, argc - optind - 1,
+			return kmsctl_policy(path, a.domain, a.pair, argc - optind - 1,
 					     argv + optind + 1,
 					     a.stats_fmt == KMSCTL_STATS_JSON);
 		return kmsctl_stats(path, a.stats_fmt);

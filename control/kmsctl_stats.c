@@ -246,8 +246,8 @@ static void policy_line(const char *what, json_t *p)
 	       (long long)json_integer_value(json_object_get(p, "max_retrievals")));
 }
 
-int kmsctl_policy(const char *ctl_path, const char *domain, int n,
-		  char **words, int json)
+int kmsctl_policy(const char *ctl_path, const char *domain, const char *pair,
+		  int n, char **words, int json)
 {
 	char line[KMS_CTL_LINE_MAX];
 	json_t *r, *pol, *v;
@@ -259,15 +259,17 @@ int kmsctl_policy(const char *ctl_path, const char *domain, int n,
 		      strcmp(words[0], "clear")) ||
 	    (!strcmp(words[0], "show") && n != 1) ||
 	    (!strcmp(words[0], "set") && n < 2) ||
-	    (!strcmp(words[0], "clear") && (n != 1 || !domain))) {
-		fprintf(stderr, "kmsctl: policy show | set [--domain D] "
-			"NAME=VALUE... | clear --domain D\n");
+	    (!strcmp(words[0], "clear") && (n != 1 || !(domain || pair))) ||
+	    (domain && pair)) {
+		fprintf(stderr, "kmsctl: policy show | set [--domain D | --pair A,B] "
+			"NAME=VALUE... | clear --domain D | --pair A,B\n");
 		return 2;
 	}
 	used = (size_t)snprintf(line, sizeof(line), "policy-%s", words[0]);
-	if (domain && strcmp(words[0], "show"))
+	if ((domain || pair) && strcmp(words[0], "show"))
 		used += (size_t)snprintf(line + used, sizeof(line) - used,
-					 " domain=%s", domain);
+					 " %s=%s", domain ? "domain" : "pair",
+					 domain ? domain : pair);
 	for (int i = 1; i < n && used < sizeof(line); i++)
 		used += (size_t)snprintf(line + used, sizeof(line) - used, " %s",
 					 words[i]);
@@ -290,6 +292,12 @@ int kmsctl_policy(const char *ctl_path, const char *domain, int n,
 			char what[96];
 
 			snprintf(what, sizeof(what), "@%s", k);
+			policy_line(what, v);
+		}
+		json_object_foreach(json_object_get(pol, "pairs"), k, v) {
+			char what[300];
+
+			snprintf(what, sizeof(what), "pair %s", k);
 			policy_line(what, v);
 		}
 	}

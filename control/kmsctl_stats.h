@@ -12,7 +12,7 @@ int kmsctl_stats(const char *ctl_path, enum kmsctl_stats_fmt fmt);
 /** `kmsctl policy show|set|clear` through the control socket; @p words
  *  are the verb and its NAME=VALUE words. @return the exit status (2 for
  *  a usage error). */
-int kmsctl_policy(const char *ctl_path, const char *domain, int n,
-		  char **words, int json);
+int kmsctl_policy(const char *ctl_path, const char *domain, const char *pair,
+		  int n, char **words, int json);
 
 #endif

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* The key-reuse policy set. Contract in kms_policy.h. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,12 +47,26 @@ static int find(const struct kms_policy_set *ps, const char *d, size_t len)
 	return -1;
 }
 
+static int find_pair(const struct kms_policy_set *ps, const uint8_t *hash)
+{
+	for (unsigned i = 0; i < ps->npairs; i++)
+		if (!memcmp(ps->pair[i].hash, hash, KMS_PAIR_HASH_LEN))
+			return (int)i;
+	return -1;
+}
+
 const struct kms_policy *kms_policy_for(const struct kms_policy_set *ps,
-					const uint8_t *id, size_t len)
+					const uint8_t *id, size_t len,
+					const uint8_t *pair_hash)
 {
 	const uint8_t *at = NULL;
 	int i;
 
+	if (pair_hash && ps->npairs) {
+		i = find_pair(ps, pair_hash);
+		if (i >= 0)
+			return &ps->pair[i].p;
+	}
 	for (size_t k = 0; k < len; k++)
 		if (id[k] == '@')
 			at = id + k;
@@ -142,6 +157,54 @@ int kms_policy_set_apply(struct kms_policy_set *ps, const char *domain,
 	return 0;
 }
 
+int kms_policy_set_apply_pair(struct kms_policy_set *ps,
+			      const uint8_t hash[KMS_PAIR_HASH_LEN],
+			      const char *label, int n, char *const *words,
+			      char *err, size_t errlen)
+{
+	int i = find_pair(ps, hash);
+	struct kms_policy p;
+
+	if (strlen(label) > KMS_POLICY_LABEL_MAX || strchr(label, ' ') ||
+	    strchr(label, '\n')) {
+		snprintf(err, errlen, "pair label: at most %d bytes, no spaces",
+			 KMS_POLICY_LABEL_MAX);
+		return -1;
+	}
+	if (n < 1) {
+		snprintf(err, errlen, "nothing to set");
+		return -1;
+	}
+	if (i < 0 && ps->npairs == KMS_POLICY_PAIRS_MAX) {
+		snprintf(err, errlen, "at most %d pair overrides",
+			 KMS_POLICY_PAIRS_MAX);
+		return -1;
+	}
+	/* A new pair override starts from what the pair gets today. */
+	p = i >= 0 ? ps->pair[i].p : ps->dflt;
+	for (int k = 0; k < n; k++)
+		if (parse_word(words[k], &p, err, errlen))
+			return -1;
+	if (i < 0) {
+		i = (int)ps->npairs++;
+		memcpy(ps->pair[i].hash, hash, KMS_PAIR_HASH_LEN);
+		snprintf(ps->pair[i].label, sizeof(ps->pair[i].label), "%s", label);
+	}
+	ps->pair[i].p = p;
+	return 0;
+}
+
+int kms_policy_set_clear_pair(struct kms_policy_set *ps,
+			      const uint8_t hash[KMS_PAIR_HASH_LEN])
+{
+	int i = find_pair(ps, hash);
+
+	if (i < 0)
+		return -1;
+	ps->pair[i] = ps->pair[--ps->npairs];
+	return 0;
+}
+
 int kms_policy_set_clear(struct kms_policy_set *ps, const char *domain)
 {
 	int i = find(ps, domain, strlen(domain));
@@ -149,6 +212,19 @@ int kms_policy_set_clear(struct kms_policy_set *ps, const char *domain)
 	if (i < 0)
 		return -1;
 	ps->dom[i] = ps->dom[--ps->ndomains];
+	return 0;
+}
+
+int kms_policy_set_caps_retrievals(const struct kms_policy_set *ps)
+{
+	if (ps->dflt.max_retrievals)
+		return 1;
+	for (unsigned i = 0; i < ps->ndomains; i++)
+		if (ps->dom[i].p.max_retrievals)
+			return 1;
+	for (unsigned i = 0; i < ps->npairs; i++)
+		if (ps->pair[i].p.max_retrievals)
+			return 1;
 	return 0;
 }
 
@@ -190,7 +266,37 @@ int kms_policy_encode(const struct kms_policy_set *ps, char *out, size_t cap)
 			return -1;
 		used += (size_t)w;
 	}
+	for (unsigned i = 0; i < ps->npairs; i++) {
+		char hex[2 * KMS_PAIR_HASH_LEN + 1];
+
+		for (unsigned b = 0; b < KMS_PAIR_HASH_LEN; b++)
+			snprintf(hex + 2 * b, 3, "%02x", ps->pair[i].hash[b]);
+		w = snprintf(out + used, cap - used, "\npair %s %s", hex,
+			     ps->pair[i].label);
+		if (w < 0 || (size_t)w >= cap - used)
+			return -1;
+		used += (size_t)w;
+		w = encode_one(&ps->pair[i].p, out + used, cap - used);
+		if (w < 0)
+			return -1;
+		used += (size_t)w;
+	}
 	return (int)used;
+}
+
+static int hex_hash(const char *s, uint8_t out[KMS_PAIR_HASH_LEN])
+{
+	if (strlen(s) != 2 * KMS_PAIR_HASH_LEN)
+		return -1;
+	for (unsigned i = 0; i < KMS_PAIR_HASH_LEN; i++) {
+		unsigned v;
+
+		if (sscanf(s + 2 * i, "%2x", &v) != 1 || !isxdigit((unsigned char)s[2 * i]) ||
+		    !isxdigit((unsigned char)s[2 * i + 1]))
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
 }
 
 int kms_policy_decode(const char *text, struct kms_policy_set *ps, char *err,
@@ -206,15 +312,17 @@ int kms_policy_decode(const char *text, struct kms_policy_set *ps, char *err,
 	}
 	memcpy(buf, text, strlen(text) + 1);
 	memset(&out, 0, sizeof(out));
+	if (errlen)
+		err[0] = '\0';
 	for (line = strtok_r(buf, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
-		char *words[NFIELDS + 3] = { NULL }, *s2 = NULL;
+		char *words[NFIELDS + 4] = { NULL }, *s2 = NULL;
 		int n = 0;
 
-		for (char *t = strtok_r(line, " ", &s2); t && n < (int)NFIELDS + 3;
+		for (char *t = strtok_r(line, " ", &s2); t && n < (int)NFIELDS + 4;
 		     t = strtok_r(NULL, " ", &s2))
 			words[n++] = t;
-		if (n > (int)NFIELDS + 2) {
+		if (n > (int)NFIELDS + 3) {
 			snprintf(err, errlen, "policy line with too many words");
 			return -1;
 		}
@@ -227,6 +335,16 @@ int kms_policy_decode(const char *text, struct kms_policy_set *ps, char *err,
 			if (kms_policy_set_apply(&out, words[1], n - 2, words + 2,
 						 err, errlen))
 				return -1;
+		} else if (n >= 3 && !strcmp(words[0], "pair") && have_default) {
+			uint8_t hash[KMS_PAIR_HASH_LEN];
+
+			if (hex_hash(words[1], hash) ||
+			    kms_policy_set_apply_pair(&out, hash, words[2], n - 3,
+						      words + 3, err, errlen)) {
+				if (!err[0])
+					snprintf(err, errlen, "pair: bad hash");
+				return -1;
+			}
 		} else {
 			snprintf(err, errlen, "policy line '%.40s': expected "
 				 "'default ...' first, then 'domain NAME ...'",
@@ -253,11 +371,14 @@ static json_t *one_json(const struct kms_policy *p)
 
 json_t *kms_policy_json(const struct kms_policy_set *ps)
 {
-	json_t *o = json_object(), *d = json_object();
+	json_t *o = json_object(), *d = json_object(), *pr = json_object();
 
 	json_object_set_new(o, "default", one_json(&ps->dflt));
 	for (unsigned i = 0; i < ps->ndomains; i++)
 		json_object_set_new(d, ps->dom[i].name, one_json(&ps->dom[i].p));
 	json_object_set_new(o, "domains", d);
+	for (unsigned i = 0; i < ps->npairs; i++)
+		json_object_set_new(pr, ps->pair[i].label, one_json(&ps->pair[i].p));
+	json_object_set_new(o, "pairs", pr);
 	return o;
 }

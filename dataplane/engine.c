@@ -119,15 +119,8 @@ static uint64_t clock_ms(void *arg)
 
 static int pset_ok(const struct kms_engine *e, const struct kms_policy_set *ps)
 {
-	if (!e->cfg.deferred_max)
-		return 1;
 	/* A limited retrieval count must be durable before the answer. */
-	if (ps->dflt.max_retrievals)
-		return 0;
-	for (unsigned i = 0; i < ps->ndomains; i++)
-		if (ps->dom[i].p.max_retrievals)
-			return 0;
-	return 1;
+	return !e->cfg.deferred_max || !kms_policy_set_caps_retrievals(ps);
 }
 
 int kms_engine_create(const struct kms_engine_config *cfg, struct kms_hsm *hsm,
@@ -504,7 +497,7 @@ static uint16_t deposit_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 {
 	const struct kms_req *r = &p->req;
 	const struct kms_policy *pol = kms_policy_for(w->pset, r->id_b.p,
-						      r->id_b.len);
+						      r->id_b.len, p->pair_hash);
 	struct kms_deposit *d = &p->dep;
 	const struct pending *prev;
 	int have_pair = 0, rc;
@@ -566,7 +559,7 @@ static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 {
 	const struct kms_req *r = &p->req;
 	const struct kms_policy *pol = kms_policy_for(w->pset, r->id_b.p,
-						      r->id_b.len);
+						      r->id_b.len, p->pair_hash);
 	struct kms_deposit *d = &p->dep;
 	const struct pending *prev;
 	uint8_t digest[32];

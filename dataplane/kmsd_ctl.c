@@ -231,14 +231,28 @@ static int policy_commit(const struct kmsd_ctl_src *src,
 	au.actor_len = 6;
 	memcpy(au.actor, "kmsctl", 6);
 	if (domain) {
-		au.id_a_len = (uint8_t)strlen(domain);
+		/* a domain, or a pair "A,B": A and B in their own fields */
+		const char *comma = strchr(domain, ',');
+		size_t la = comma ? (size_t)(comma - domain) : strlen(domain);
+
+		au.id_a_len = (uint8_t)(la < KMS_ID_MAX ? la : KMS_ID_MAX);
 		memcpy(au.id_a, domain, au.id_a_len);
+		if (comma) {
+			au.id_b_len = (uint8_t)(strlen(comma + 1) < KMS_ID_MAX
+						? strlen(comma + 1) : KMS_ID_MAX);
+			memcpy(au.id_b, comma + 1, au.id_b_len);
+		}
 	}
 	rc = kms_ks_txn_begin(src->ks, 0, &t);
 	if (!rc) {
-		kms_ks_meta_put(t, "policy", text);
-		kms_ks_audit_append(t, &au);
-		rc = kms_ks_txn_commit(t);
+		/* Fail closed: no audit record, no change. */
+		rc = kms_ks_meta_put(t, "policy", text);
+		if (!rc)
+			rc = kms_ks_audit_append(t, &au);
+		if (rc)
+			kms_ks_txn_abort(t);
+		else
+			rc = kms_ks_txn_commit(t);
 	}
 	if (rc) {
 		snprintf(err, errlen, "policy not stored (%s): nothing changed",
@@ -259,58 +273,96 @@ static int policy_commit(const struct kmsd_ctl_src *src,
 static int policy_check(const struct kmsd_ctl_src *src,
 			const struct kms_policy_set *ps, char *err, size_t errlen)
 {
-	if (!src->deferred)
+	if (!src->deferred || !kms_policy_set_caps_retrievals(ps))
 		return 0;
-	if (ps->dflt.max_retrievals)
-		goto bad;
-	for (unsigned i = 0; i < ps->ndomains; i++)
-		if (ps->dom[i].p.max_retrievals)
-			goto bad;
-	return 0;
-bad:
 	snprintf(err, errlen, "max_retrievals must stay 0 with store.retrieve_records "
 		 "= deferred (a limited count must be durable before the answer)");
 	return -1;
 }
 
-/* policy-set [domain=D] name=value... */
+/* "pair=A,B": the pair hash the engine computes for A and B. */
+static int pair_arg(const char *arg, uint8_t hash[KMS_PAIR_HASH_LEN],
+		    char *err, size_t errlen)
+{
+	char buf[KMS_POLICY_LABEL_MAX + 1], *comma;
+	struct kms_id a, b;
+	struct kms_hasher *h;
+
+	if (strlen(arg) >= sizeof(buf) || !(comma = strchr(arg, ','))) {
+		snprintf(err, errlen, "pair=A,B: two identities, comma-separated");
+		return -1;
+	}
+	memcpy(buf, arg, strlen(arg) + 1);
+	buf[comma - arg] = '\0';
+	if (kms_id_from_str(buf, &a) || kms_id_from_str(buf + (comma - arg) + 1, &b)) {
+		snprintf(err, errlen, "pair=A,B: not two valid identities");
+		return -1;
+	}
+	h = kms_hasher_new();
+	if (!h) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	kms_hasher_pair(h, &a, &b, hash);
+	kms_hasher_free(h);
+	return 0;
+}
+
+/* policy-set [domain=D | pair=A,B] name=value... */
 static int cmd_policy_set(void *arg, int argc, char **argv, json_t *reply,
 			  char *err, size_t errlen)
 {
 	const struct kmsd_ctl_src *src = arg;
-	const char *domain = NULL;
+	const char *domain = NULL, *pair = NULL;
+	uint8_t hash[KMS_PAIR_HASH_LEN];
 	struct kms_policy_set ps;
-	int first = 1;
+	int first = 1, rc;
 
 	if (argc > 1 && !strncmp(argv[1], "domain=", 7)) {
 		domain = argv[1] + 7;
 		first = 2;
+	} else if (argc > 1 && !strncmp(argv[1], "pair=", 5)) {
+		pair = argv[1] + 5;
+		first = 2;
+		if (pair_arg(pair, hash, err, errlen))
+			return -1;
 	}
 	kms_engine_policy_get(src->eng, &ps);
-	if (kms_policy_set_apply(&ps, domain, argc - first, argv + first, err,
-				 errlen) ||
-	    policy_check(src, &ps, err, errlen))
+	rc = pair ? kms_policy_set_apply_pair(&ps, hash, pair, argc - first,
+					       argv + first, err, errlen)
+		  : kms_policy_set_apply(&ps, domain, argc - first, argv + first,
+					 err, errlen);
+	if (rc || policy_check(src, &ps, err, errlen))
 		return -1;
-	return policy_commit(src, &ps, domain, reply, err, errlen);
+	return policy_commit(src, &ps, pair ? pair : domain, reply, err, errlen);
 }
 
-/* policy-clear domain=D */
+/* policy-clear domain=D | pair=A,B */
 static int cmd_policy_clear(void *arg, int argc, char **argv, json_t *reply,
 			    char *err, size_t errlen)
 {
 	const struct kmsd_ctl_src *src = arg;
+	uint8_t hash[KMS_PAIR_HASH_LEN];
 	struct kms_policy_set ps;
+	const char *what;
+	int pair;
 
-	if (argc != 2 || strncmp(argv[1], "domain=", 7)) {
-		snprintf(err, errlen, "usage: policy-clear domain=D");
+	if (argc != 2 || (strncmp(argv[1], "domain=", 7) &&
+			  strncmp(argv[1], "pair=", 5))) {
+		snprintf(err, errlen, "usage: policy-clear domain=D | pair=A,B");
 		return -1;
 	}
+	pair = !strncmp(argv[1], "pair=", 5);
+	what = argv[1] + (pair ? 5 : 7);
+	if (pair && pair_arg(what, hash, err, errlen))
+		return -1;
 	kms_engine_policy_get(src->eng, &ps);
-	if (kms_policy_set_clear(&ps, argv[1] + 7)) {
-		snprintf(err, errlen, "no override for domain '%.64s'", argv[1] + 7);
+	if (pair ? kms_policy_set_clear_pair(&ps, hash)
+		 : kms_policy_set_clear(&ps, what)) {
+		snprintf(err, errlen, "no override for '%.64s'", what);
 		return -1;
 	}
-	return policy_commit(src, &ps, argv[1] + 7, reply, err, errlen);
+	return policy_commit(src, &ps, what, reply, err, errlen);
 }
 
 int kmsd_ctl_start(const char *path, struct kmsd_ctl_src *src,
@@ -321,11 +373,11 @@ int kmsd_ctl_start(const char *path, struct kmsd_ctl_src *src,
 		  0, cmd_stats, src },
 		{ "policy-show", "the reuse policy: default and domain overrides",
 		  0, cmd_policy_show, src },
-		{ "policy-set", "[domain=D] name=value...: change the default or "
-		  "D's override (reuse_max_deposits, reuse_max_age_s, "
+		{ "policy-set", "[domain=D | pair=A,B] name=value...: change the "
+		  "default, D's or the pair's override (reuse_max_deposits, reuse_max_age_s, "
 		  "deposit_lifetime_s, max_retrievals); stored, audited, applied "
 		  "live", 1, cmd_policy_set, src },
-		{ "policy-clear", "domain=D: remove D's override (stored, audited, "
+		{ "policy-clear", "domain=D | pair=A,B: remove an override (stored, audited, "
 		  "applied live)", 1, cmd_policy_clear, src },
 	};
 

@@ -20,7 +20,7 @@ static const struct kms_policy dflt = { 100, 86400, 604800, 0 };
 static const struct kms_policy *for_id(const struct kms_policy_set *ps,
 				       const char *id)
 {
-	return kms_policy_for(ps, (const uint8_t *)id, strlen(id));
+	return kms_policy_for(ps, (const uint8_t *)id, strlen(id), NULL);
 }
 
 static void recipient_domain(void **state)
@@ -46,6 +46,44 @@ static void recipient_domain(void **state)
 	assert_int_equal(kms_policy_set_clear(&ps, "example.org"), 0);
 	assert_ptr_equal(for_id(&ps, "sip:bob@example.org"), &ps.dflt);
 	assert_int_equal(kms_policy_set_clear(&ps, "example.org"), -1);
+}
+
+/* A pair's override wins over its recipient's domain and the default. */
+static void pair_first(void **state)
+{
+	struct kms_policy_set ps, back;
+	uint8_t h1[KMS_PAIR_HASH_LEN] = { 1 }, h2[KMS_PAIR_HASH_LEN] = { 2 };
+	char *wd[] = { "reuse_max_deposits=5" }, *wp[] = { "reuse_max_deposits=0" };
+	char err[256], text[KMS_POLICY_TEXT_MAX];
+	const uint8_t *b = (const uint8_t *)"sip:bob@example.org";
+
+	(void)state;
+	kms_policy_set_init(&ps, &dflt);
+	assert_int_equal(kms_policy_set_apply(&ps, "example.org", 1, wd, err,
+					      sizeof(err)), 0);
+	assert_int_equal(kms_policy_set_apply_pair(&ps, h1, "sip:a@x,sip:bob@example.org",
+						   1, wp, err, sizeof(err)), 0);
+	assert_int_equal(kms_policy_for(&ps, b, 19, h1)->reuse_max_deposits, 0);
+	assert_int_equal(kms_policy_for(&ps, b, 19, h2)->reuse_max_deposits, 5);
+	assert_int_equal(kms_policy_for(&ps, b, 19, NULL)->reuse_max_deposits, 5);
+	/* a pair override starts from the default, not from the domain */
+	assert_int_equal(kms_policy_for(&ps, b, 19, h1)->deposit_lifetime_s, 604800);
+	assert_int_equal(kms_policy_set_apply_pair(&ps, h2, "a b", 1, wp, err,
+						   sizeof(err)), -1);
+	assert_true(kms_policy_encode(&ps, text, sizeof(text)) > 0);
+	assert_non_null(strstr(text, "\npair 0100000000"));
+	assert_int_equal(kms_policy_decode(text, &back, err, sizeof(err)), 0);
+	assert_int_equal(back.npairs, 1);
+	assert_int_equal(kms_policy_for(&back, b, 19, h1)->reuse_max_deposits, 0);
+	assert_string_equal(back.pair[0].label, "sip:a@x,sip:bob@example.org");
+	assert_int_equal(kms_policy_set_caps_retrievals(&back), 0);
+	assert_int_equal(kms_policy_set_clear_pair(&ps, h1), 0);
+	assert_int_equal(kms_policy_set_clear_pair(&ps, h1), -1);
+	assert_int_equal(kms_policy_for(&ps, b, 19, h1)->reuse_max_deposits, 5);
+	/* a bad hash in the text form is refused */
+	assert_int_equal(kms_policy_decode("default max_retrievals=0\npair zz x,y "
+					   "max_retrievals=0", &back, err,
+					   sizeof(err)), -1);
 }
 
 static void all_or_nothing(void **state)
@@ -116,6 +154,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(recipient_domain),
+		cmocka_unit_test(pair_first),
 		cmocka_unit_test(all_or_nothing),
 		cmocka_unit_test(text_round_trip),
 	};

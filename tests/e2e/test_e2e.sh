@@ -50,6 +50,25 @@ grep -q "^default .*reuse_max_deposits=100 " "$W/pol2.txt" && [ "$(grep -c . "$W
   && pass "bad policy values refused, nothing changed" || fail "after refusals: $(cat "$W/pol2.txt")"
 "$KMSCTL" -c "$W/kms.conf" audit | grep -q "policy actor=kmsctl a=example.org" \
   && pass "policy change audited" || fail "no policy audit record"
+# A pair override (A -> C) wins over the default: a new K each deposit
+# for that pair only.
+"$KMSCTL" -c "$W/kms.conf" policy clear --domain example.org >/dev/null
+"$KMSCTL" -c "$W/kms.conf" policy set --pair "$A,$C" reuse_max_deposits=0 >/dev/null \
+  || fail "policy set --pair"
+dep_c() {
+  $CLIENT token --key "$W/a.key" --peer $C --out "$W/$1.tok" &&
+  $CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/$1.tok" \
+    --params-out "$W/$1.params" --reply-out "$W/$1.reply" >/dev/null &&
+  value "$W/$1.params" k_gen
+}
+c1=$(dep_c pc1); c2=$(dep_c pc2); b1=$(deposit_gen pb1); b2=$(deposit_gen pb2)
+[ -n "$c1" ] && [ "$c2" = $((c1 + 1)) ] && [ -n "$b1" ] && [ "$b1" = "$b2" ] \
+  && pass "pair override: A -> C gets a new K each deposit, A -> B still re-uses" \
+  || fail "pair override: A->C k_gen $c1 then $c2, A->B $b1 then $b2"
+"$KMSCTL" -c "$W/kms.conf" policy show | grep -q "^pair $A,$C " \
+  && pass "policy show lists the pair" || fail "policy show: no pair line"
+"$KMSCTL" -c "$W/kms.conf" policy clear --pair "$A,$C" >/dev/null || fail "policy clear --pair"
+
 # Expiry: a 1 s lifetime; the background purge (every 1 s here) deletes
 # the deposit; its RETRIEVE is refused, and the purge is counted.
 "$KMSCTL" -c "$W/kms.conf" policy set --domain example.org deposit_lifetime_s=1 >/dev/null
