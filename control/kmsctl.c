@@ -12,6 +12,7 @@
  *   kmsctl -c CONF show --id ID
  *   kmsctl -c CONF list
  *   kmsctl -c CONF audit
+ *   kmsctl -c CONF ibe init|show [--out PARAMS]
  *   kmsctl gba-derive --gba-ks FILE --rand HEX --impi IMPI --naf-fqdn FQDN
  *                     --ua-id HEX --id ID --out KEYFILE
  *
@@ -47,6 +48,7 @@
 #include "kms_gba.h"
 #include "kms_hsm.h"
 #include "kms_keyfile.h"
+#include "kms_kgc.h"
 #include "kms_ks.h"
 #include "kms_log.h"
 #include "kms_secmem.h"
@@ -103,6 +105,11 @@ static void usage(FILE *f)
 		"                               max_retrievals. Stored, audited and applied\n"
 		"                               without stopping traffic\n"
 		"  policy clear --domain D | --pair A,B   remove an override\n"
+		"  ibe init [--out PARAMS]      create the identity-based master secret (HSM\n"
+		"                               RNG, wrapped under the KEK) for MIKEY-IBAKE;\n"
+		"                               kmsd loads it at start\n"
+		"  ibe show [--out PARAMS]      the public parameters (kgc_id, Z_S, KPAK);\n"
+		"                               --out writes the file parties are given\n"
 		"  stats [--json | --prometheus]  the running kmsd's counters (summed,\n"
 		"                               per worker, I/O) through its control socket\n"
 		"                               (control.socket, default <store.path>/kmsd.sock)\n"
@@ -844,11 +851,70 @@ static int print_party(const struct kms_id *id, const struct kms_party *p,
 	return 0;
 }
 
+static void print_ibe_params(const struct kms_ibe_params *p)
+{
+	char zs[2 * KMS_SAKKE_POINT_LEN + 1], kpak[2 * KMS_ECCSI_POINT_LEN + 1];
+	char id[2 * KMS_IBE_KGC_ID_LEN + 1];
+
+	kms_hex_encode(p->kgc_id, sizeof(p->kgc_id), id);
+	kms_hex_encode(p->zs, sizeof(p->zs), zs);
+	kms_hex_encode(p->kpak, sizeof(p->kpak), kpak);
+	printf("kgc_id = %s\nzs = %s\nkpak = %s\n", id, zs, kpak);
+}
+
+/* ibe init: the master secret; ibe show: the public parameters. */
+static int cmd_ibe(struct args *a, const char *verb)
+{
+	struct kms_ibe_params params;
+	struct kms_hsm_session *s = NULL;
+	struct kms_hsm *hsm = NULL;
+	struct kms_ks *ks = NULL;
+	int init = !strcmp(verb, "init"), rc;
+
+	if (!init && strcmp(verb, "show")) {
+		fprintf(stderr, "kmsctl: ibe init|show [--out PARAMS]\n");
+		return 2;
+	}
+	if (open_all(a, 0, init ? &hsm : NULL, &ks))
+		return 1;
+	if (init) {
+		rc = kms_hsm_session_open(hsm, &s);
+		if (!rc)
+			rc = kms_kgc_init(ks, s, "kmsctl", &params);
+		kms_hsm_session_close(s);
+		if (rc == KMS_ERR_EXISTS)
+			fprintf(stderr, "kmsctl: ibe init: the store already has "
+				"an IBE master secret (kmsctl ibe show)\n");
+	} else {
+		rc = kms_kgc_public(ks, &params);
+		if (rc == KMS_ERR_NOTFOUND)
+			fprintf(stderr, "kmsctl: ibe show: no IBE master secret "
+				"(run kmsctl ibe init)\n");
+	}
+	if (rc) {
+		if (rc != KMS_ERR_EXISTS && rc != KMS_ERR_NOTFOUND)
+			fprintf(stderr, "kmsctl: ibe %s: %s\n", verb,
+				kms_strerror(rc));
+		goto out;
+	}
+	print_ibe_params(&params);
+	if (a->out) {
+		rc = kms_ibe_params_write(a->out, &params);
+		if (rc)
+			fprintf(stderr, "kmsctl: %s: %s\n", a->out,
+				kms_strerror(rc));
+	}
+out:
+	kms_ks_close(ks);
+	kms_hsm_close(hsm);
+	return rc ? 1 : 0;
+}
+
 static const char *audit_event_name(uint8_t e)
 {
 	static const char *const ev[] = { "?", "enroll", "revoke", "key-new",
 					  "key-reuse", "key-retrieve", "init",
-					  "policy" };
+					  "policy", "ibe-init", "ibe-issue" };
 
 	return e < sizeof(ev) / sizeof(ev[0]) ? ev[e] : "?";
 }
@@ -1033,12 +1099,13 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	/* One command; "audit" may take a word after it (verify, export),
+	/* One command; "audit" and "ibe" may take a word after it,
 	 * "policy" a verb and its name=value words. */
 	if (optind == argc ||
 	    (strcmp(argv[optind], "policy") &&
 	     (argc - optind > 2 ||
-	      (argc - optind == 2 && strcmp(argv[optind], "audit"))))) {
+	      (argc - optind == 2 && strcmp(argv[optind], "audit") &&
+	       strcmp(argv[optind], "ibe"))))) {
 		usage(stderr);
 		return 2;
 	}
@@ -1060,6 +1127,8 @@ int main(int argc, char **argv)
 		return cmd_revoke(&a);
 	if (!strcmp(cmd, "show") || !strcmp(cmd, "list") || !strcmp(cmd, "audit"))
 		return cmd_read(&a, cmd, argc - optind == 2 ? argv[optind + 1] : NULL);
+	if (!strcmp(cmd, "ibe"))
+		return cmd_ibe(&a, argc - optind == 2 ? argv[optind + 1] : "");
 	if (!strcmp(cmd, "stats") || !strcmp(cmd, "policy")) {
 		char path[128];
 

@@ -25,7 +25,7 @@
 
 #define BURST 32
 #define BATCH_MAX 256
-#define RESP_MAX (KMS_HDR_LEN + KMS_RESP_BODY_LEN)
+#define RESP_MAX KMS_REPLY_MAX
 #define RX_DESC 1024
 #define TX_DESC 1024
 

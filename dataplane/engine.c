@@ -14,6 +14,7 @@
  */
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -23,6 +24,8 @@
 
 #include "kms_crypto.h"
 #include "kms_engine.h"
+#include "kms_ibe.h"
+#include "kms_kgc.h"
 #include "kms_log.h"
 #include "kms_proto.h"
 #include "kms_replay.h"
@@ -471,7 +474,8 @@ static const struct pending *batch_deposit(const struct kms_worker *w,
 	const struct pending *hit = NULL;
 
 	for (const struct pending *p = w->pend; p < self; p++)
-		if (p->status == KMS_ST_OK && p->kind != KMS_RK_OTHER &&
+		if (p->status == KMS_ST_OK &&
+		    (p->kind == KMS_RK_DEPOSIT || p->kind == KMS_RK_RETRIEVE) &&
 		    !memcmp(p->key_id, key_id, KMS_KEY_ID_LEN))
 			hit = p;
 	return hit;
@@ -599,6 +603,72 @@ static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 	return KMS_ST_OK;
 }
 
+/* The periods the KGC issues keys for: the current month and the next (so
+ * a party can fetch next month's keys before the change). */
+static int period_issuable(const struct kms_id *period, uint64_t now)
+{
+	char cur[KMS_IBE_PERIOD_LEN + 1], next[KMS_IBE_PERIOD_LEN + 1];
+
+	if (!kms_ibe_period_valid((const char *)period->p, period->len))
+		return 0;
+	kms_ibe_period(now, cur);
+	kms_ibe_period_next(cur, next);
+	return !memcmp(period->p, cur, KMS_IBE_PERIOD_LEN) ||
+	       !memcmp(period->p, next, KMS_IBE_PERIOD_LEN);
+}
+
+/*
+ * Phase 1 for IBE_KEY_REQ: party X (a user or a mailbox AS) asks for its
+ * own RSK and SSK/PVT, with a fresh single-use token under its enrolled
+ * key whose plaintext names X and the period. The keys are computed in
+ * phase 3, after the audit record is durable.
+ */
+static uint16_t admit_ibe(struct kms_worker *w, struct kms_ks_txn *txn,
+			  struct pending *p, uint64_t now)
+{
+	const struct kms_crypto_ops *ops = w->e->crypto;
+	struct kms_req *r = &p->req;
+	struct kms_party px;
+	struct kms_ckey *kx = NULL;
+	uint16_t st;
+	int rc;
+
+	p->kind = KMS_RK_IBE_KEY;
+	if (!txn)
+		return KMS_ST_INTERNAL;
+	if (!w->e->cfg.kgc)
+		return KMS_ST_IBE_UNAVAILABLE;
+	if (!in_skew(w->e, r->tok_x.ts_ms, now))
+		return KMS_ST_STALE;
+	st = party_check(txn, &r->id_a, KMS_PARTY_USER, &r->tok_x, &px);
+	if (st == KMS_ST_WRONG_ROLE)
+		st = party_check(txn, &r->id_a, KMS_PARTY_AS, &r->tok_x, &px);
+	if (st)
+		return st;
+	rc = ops->key_get(w->crypto, px.blob, KMS_KEY_PARTY, &kx);
+	if (rc)
+		return crypto_status(rc);
+	st = token_check(w, kx, &r->tok_x, &r->id_a, r);
+	/* The period is judged only for an authentic request. */
+	if (!st && !period_issuable(&r->id_b, now))
+		st = KMS_ST_BAD_PERIOD;
+	if (!st)
+		st = replay_check(w, &r->tok_x, now);
+	if (st) {
+		ops->key_release(w->crypto, kx);
+		return st;
+	}
+	kms_hasher_pair(w->hasher, &r->id_a, &r->id_b, p->pair_hash);
+	p->k_recip = kx;
+	p->recip_gen = px.gen;
+	p->audit_event = KMS_AUD_IBE_ISSUE;
+	id_store(p->dep.id_a, &p->dep.id_a_len, &r->id_a);
+	id_store(p->dep.id_b, &p->dep.id_b_len, &r->id_b);
+	p->actor = p->dep.id_a;
+	p->actor_len = p->dep.id_a_len;
+	return KMS_ST_OK;
+}
+
 /*
  * Phase 1 for one request. Leaves k_recip and k_k pinned on success.
  *
@@ -624,6 +694,8 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 			p->drop = 1;
 		return parse_st ? parse_st : KMS_ST_MALFORMED;
 	}
+	if (r->hdr.type == KMS_T_IBE_KEY_REQ)
+		return admit_ibe(w, txn, p, now);
 	dep = r->hdr.type == KMS_T_DEPOSIT_REQ;
 	x_id = dep ? &r->id_as : &r->id_b;
 	p->kind = dep ? KMS_RK_DEPOSIT : KMS_RK_RETRIEVE;
@@ -821,7 +893,7 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 				continue;
 			}
 			kms_ks_pair_put(txn, p->dep.pair_hash, &p->pair);
-		} else {
+		} else if (p->kind == KMS_RK_RETRIEVE) {
 			kms_ks_deposit_put(txn, p->key_id, &p->dep, 1);
 		}
 		fill_audit(p, now, &a);
@@ -863,6 +935,54 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 	for (unsigned i = 0; i < n; i++)
 		if (w->pend[i].status == KMS_ST_OK && !w->pend[i].deferred)
 			w->pend[i].status = fail;
+}
+
+/* Phase 3 for IBE_KEY_REQ: RSK | SSK | PVT sealed under X's key, bound to
+ * X, the period, X's key generation, the KGC and the request's nonce. */
+static void answer_ibe(struct kms_worker *w, struct pending *p,
+		       struct kms_msg *m, const uint8_t iv[KMS_NONCE_LEN])
+{
+	const struct kms_req *r = &p->req;
+	const struct kms_kgc *kgc = w->e->cfg.kgc;
+	uint8_t ad[8 + 2 + 2 * KMS_ID_MAX + 4 + KMS_KGC_ID_LEN + KMS_NONCE_LEN];
+	uint8_t pt[KMS_IBE_KEYS_PT_LEN];
+	uint8_t box[KMS_IBE_RESP_BODY_LEN - KMS_KGC_ID_LEN];
+	char period[KMS_IBE_PERIOD_LEN + 1];
+	const uint8_t *kgc_id = kms_kgc_params(kgc)->kgc_id;
+	size_t ad_len;
+	int len, rc;
+
+	memcpy(period, r->id_b.p, KMS_IBE_PERIOD_LEN);
+	period[KMS_IBE_PERIOD_LEN] = 0;
+	rc = kms_kgc_issue(kgc, &r->id_a, period, pt);
+	if (rc) {
+		KMS_ERR("worker %u: IBE key issue failed: %s", w->id,
+			kms_strerror(rc));
+		p->status = KMS_ST_INTERNAL;
+		return;
+	}
+	ad_len = kms_ibe_resp_ad(&r->id_a, &r->id_b, p->recip_gen, kgc_id,
+				 r->tok_x.nonce, ad);
+	memcpy(box, iv, KMS_NONCE_LEN);
+	rc = w->e->crypto->seal(w->crypto, p->k_recip, iv, ad, ad_len, pt,
+				sizeof(pt), box + KMS_NONCE_LEN,
+				box + KMS_NONCE_LEN + sizeof(pt));
+	if (rc) {
+		KMS_ERR("worker %u: sealing IBE keys failed: %s", w->id,
+			kms_strerror(rc));
+		explicit_bzero(pt, sizeof(pt));
+		p->status = KMS_ST_INTERNAL;
+		return;
+	}
+	explicit_bzero(pt, sizeof(pt));
+	len = kms_ibe_resp_encode(r->hdr.txid, kgc_id, box, m->resp,
+				  m->resp_cap);
+	if (len < 0) {
+		p->status = KMS_ST_INTERNAL;
+		return;
+	}
+	m->resp_len = (uint16_t)len;
+	STAT_INC(w, ibe_keys_issued);
 }
 
 /* Phase 3: the keybox, bound to the request (its token nonce, both IDs,
@@ -951,7 +1071,9 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 		struct kms_msg *m = &msgs[i];
 		int len;
 
-		if (p->status == KMS_ST_OK)
+		if (p->status == KMS_ST_OK && p->kind == KMS_RK_IBE_KEY)
+			answer_ibe(w, p, m, rnd[i] + 4);
+		else if (p->status == KMS_ST_OK)
 			answer(w, p, m, rnd[i] + 4);
 		ops->key_release(w->crypto, p->k_recip);
 		ops->key_release(w->crypto, p->k_k);

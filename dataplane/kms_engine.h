@@ -34,6 +34,7 @@
 struct kms_engine;
 struct kms_worker;
 struct kms_hasher;
+struct kms_kgc;
 
 /** Smallest key cache for a batch size: every answered request of a batch
  *  keeps two keys (the requester's and K) pinned until its reply. */
@@ -50,6 +51,9 @@ struct kms_engine_config {
 	 *  overrides), copied at create; replace it live with
 	 *  kms_engine_policy_swap(). */
 	const struct kms_policy_set *policy_set;
+	/** The identity-based key generation centre (kmsctl ibe init), or
+	 *  NULL: IBE_KEY_REQ is then answered IBE_UNAVAILABLE. */
+	const struct kms_kgc *kgc;
 	uint32_t max_skew_ms;
 	uint32_t replay_capacity;
 	uint32_t cache_keys;         /**< >= KMS_ENGINE_CACHE_MIN(batch_max) */
@@ -72,7 +76,7 @@ struct kms_engine_config {
 struct kms_msg {
 	const uint8_t *req;
 	uint16_t req_len;
-	uint8_t *resp;       /**< caller's buffer, >= KMS_HDR_LEN + KMS_RESP_BODY_LEN */
+	uint8_t *resp;       /**< caller's buffer, >= KMS_REPLY_MAX */
 	uint16_t resp_cap;
 	uint16_t resp_len;   /**< out: 0 = no reply (counted drop) */
 	uint16_t status;     /**< out: the kms_status answered (or that led to a drop) */
@@ -87,7 +91,13 @@ enum kms_drop {
 
 #define KMS_HIST_BUCKETS 16
 
-enum kms_req_kind { KMS_RK_DEPOSIT = 0, KMS_RK_RETRIEVE, KMS_RK_OTHER, KMS_RK__COUNT };
+enum kms_req_kind {
+	KMS_RK_DEPOSIT = 0,
+	KMS_RK_RETRIEVE,
+	KMS_RK_IBE_KEY,  /**< IBE private keys issued (MIKEY-IBAKE) */
+	KMS_RK_OTHER,
+	KMS_RK__COUNT
+};
 
 /** Counters of one worker (or summed). */
 struct kms_stats {
@@ -95,6 +105,7 @@ struct kms_stats {
 	uint64_t by_status[KMS_RK__COUNT][KMS_ST__COUNT];
 	uint64_t drops[KMS_DROP__COUNT];
 	uint64_t keys_new, keys_reused, retrievals;
+	uint64_t ibe_keys_issued;    /**< IBE_KEY_REQ answered */
 	uint64_t commits, commit_failures, committed_requests;
 	uint64_t cache_hits, cache_misses, cache_evictions, keys_pooled;
 	uint64_t hsm_calls;

@@ -25,6 +25,7 @@
 #include "kms_config.h"
 #include "kms_engine.h"
 #include "kms_hsm.h"
+#include "kms_kgc.h"
 #include "kms_ks.h"
 #include "kms_log.h"
 #include "kms_secmem.h"
@@ -72,10 +73,13 @@ static const char *crypto_mode = "";
 /* The engine's counters, on stdout at exit (both I/O modes). */
 static void print_engine_stats(const struct kms_stats *st)
 {
-	static const char *const kinds[] = { "deposit", "retrieve", "other" };
+	static const char *const kinds[] = { "deposit", "retrieve", "ibe_key",
+					     "other" };
 
-	printf("kmsd: stats: crypto_mode=%s cache_evictions=%llu\n", crypto_mode,
-	       (unsigned long long)st->cache_evictions);
+	printf("kmsd: stats: crypto_mode=%s cache_evictions=%llu "
+	       "ibe_keys_issued=%llu\n", crypto_mode,
+	       (unsigned long long)st->cache_evictions,
+	       (unsigned long long)st->ibe_keys_issued);
 
 	printf("kmsd: stats: keys_new=%llu (pre-made %llu) keys_reused=%llu retrievals=%llu "
 		"commits=%llu commit_failures=%llu cache_hits=%llu cache_misses=%llu "
@@ -270,6 +274,37 @@ static int run_dpdk(const struct kms_config *cfg, struct kms_engine *eng,
  * Split argv at the first "--": what comes before is the EAL's (argv[0]
  * included), what follows is ours. Without "--" everything is ours.
  */
+/* The IBE key generation centre, if `kmsctl ibe init` made one. A store
+ * without it serves the core transactions; IBE_KEY_REQ then gets
+ * IBE_UNAVAILABLE. A master secret that is there but unusable stops kmsd. */
+static int kgc_load(struct kms_ks *ks, struct kms_hsm *hsm,
+		    struct kms_kgc **out)
+{
+	struct kms_hsm_session *s;
+	int rc;
+
+	*out = NULL;
+	rc = kms_hsm_session_open(hsm, &s);
+	if (rc) {
+		KMS_ERR("kgc: no HSM session: %s", kms_strerror(rc));
+		return -1;
+	}
+	rc = kms_kgc_load(ks, s, out);
+	kms_hsm_session_close(s);
+	if (rc == KMS_ERR_NOTFOUND) {
+		KMS_INFO("kgc: no IBE master secret (kmsctl ibe init): "
+			 "MIKEY-IBAKE key requests are refused");
+		return 0;
+	}
+	if (rc) {
+		KMS_ERR("kgc: cannot load the IBE master secret: %s",
+			kms_strerror(rc));
+		return -1;
+	}
+	KMS_INFO("kgc: IBE master secret loaded");
+	return 0;
+}
+
 static int split_args(int argc, char **argv, int *eal_argc)
 {
 	for (int i = 1; i < argc; i++)
@@ -306,6 +341,7 @@ int main(int argc, char **argv)
 	unsigned noverrides = 0;
 	struct kms_config cfg;
 	struct kms_hsm *hsm = NULL;
+	struct kms_kgc *kgc = NULL;
 	struct kms_ks *ks = NULL;
 	struct kms_engine *eng = NULL;
 	const char *config = NULL;
@@ -422,6 +458,9 @@ int main(int argc, char **argv)
 	if (kmsd_policy_load(ks, &cfg.policy, &pset))
 		goto out;
 	ec.policy_set = &pset;
+	if (kgc_load(ks, hsm, &kgc))
+		goto out;
+	ec.kgc = kgc;
 	if (kms_engine_create(&ec, hsm, ks, &eng))
 		goto out;
 	crypto_mode = kms_engine_crypto_mode(eng);
@@ -441,6 +480,7 @@ int main(int argc, char **argv)
 out:
 	kmsd_purge_stop(purger);
 	kms_engine_destroy(eng);
+	kms_kgc_free(kgc);
 	kms_ks_close(ks);
 	kms_hsm_close(hsm);
 #ifdef KMS_HAVE_DPDK

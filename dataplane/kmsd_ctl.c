@@ -28,6 +28,7 @@ static const struct {
 	size_t off;
 } fields[] = {
 	F(batches), F(requests), F(keys_new), F(keys_reused), F(retrievals),
+	F(ibe_keys_issued),
 	F(commits), F(commit_failures), F(committed_requests), F(cache_hits),
 	F(cache_misses), F(cache_evictions), F(keys_pooled), F(hsm_calls),
 	F(replay_busy), F(deferred_records), F(deferred_flushes),
@@ -48,7 +49,7 @@ static json_t *hist_json(const uint64_t *h)
 static json_t *engine_json(const struct kms_stats *st)
 {
 	static const char *const kinds[KMS_RK__COUNT] = { "deposit", "retrieve",
-							  "other" };
+							  "ibe_key", "other" };
 	json_t *o = json_object(), *bs = json_object();
 	uint64_t lookups = st->cache_hits + st->cache_misses;
 

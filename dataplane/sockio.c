@@ -17,7 +17,7 @@
 #define BURST 64
 /* Counters have one writer; readers on other threads load them atomically. */
 #define STAT_INC(x) __atomic_store_n(&(x), (x) + 1, __ATOMIC_RELAXED)
-#define RESP_MAX (KMS_HDR_LEN + KMS_RESP_BODY_LEN)
+#define RESP_MAX KMS_REPLY_MAX
 
 struct slot {
 	struct sockaddr_storage peer;

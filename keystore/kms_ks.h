@@ -87,6 +87,9 @@ enum kms_audit_event {
 	KMS_AUD_KEY_RETRIEVE = 5,   /**< K released to B */
 	KMS_AUD_INIT = 6,
 	KMS_AUD_POLICY = 7,         /**< the reuse policy changed (id_a: domain) */
+	KMS_AUD_IBE_INIT = 8,       /**< the IBE master secret was created */
+	KMS_AUD_IBE_ISSUE = 9,      /**< IBE private keys issued (id_a: party,
+	                                 id_b: period) */
 };
 
 #define KMS_AUDIT_HASH_LEN 32

@@ -49,7 +49,7 @@
  * audit, version 2 (65 B + the three IDs; 65..449 B)
  *   0  ver u8 = 2
  *   1  prev[32]         chain hash of the previous record (zeros: first)
- *  33  event u8         1..7, enum kms_audit_event
+ *  33  event u8         1..9, enum kms_audit_event
  *  34  time_ms u64
  *  42  k_gen u32
  *  46  key_id[16]       zero when not applicable
@@ -185,7 +185,7 @@ static int dep_status_ok(uint8_t status)
 
 static int aud_event_ok(uint8_t event)
 {
-	return event >= KMS_AUD_ENROLL && event <= KMS_AUD_POLICY;
+	return event >= KMS_AUD_ENROLL && event <= KMS_AUD_IBE_ISSUE;
 }
 
 static int id_field_ok(const char *id, uint8_t len, size_t min)

@@ -50,6 +50,8 @@ const char *kms_status_name(unsigned status)
 		[KMS_ST_HSM_FAILED] = "HSM_FAILED",
 		[KMS_ST_BUSY] = "BUSY",
 		[KMS_ST_INTERNAL] = "INTERNAL",
+		[KMS_ST_BAD_PERIOD] = "BAD_PERIOD",
+		[KMS_ST_IBE_UNAVAILABLE] = "IBE_UNAVAILABLE",
 	};
 	if (status < KMS_ST__COUNT && names[status])
 		return names[status];

@@ -60,6 +60,8 @@ enum kms_status {
 	KMS_ST_HSM_FAILED = 19,     /**< the HSM refused or failed */
 	KMS_ST_BUSY = 20,           /**< replay window full: retry later */
 	KMS_ST_INTERNAL = 21,
+	KMS_ST_BAD_PERIOD = 22,     /**< IBE: period malformed or not issuable now */
+	KMS_ST_IBE_UNAVAILABLE = 23,/**< IBE: the KGC has no master secret */
 	KMS_ST__COUNT
 };
 

@@ -46,6 +46,14 @@
 #define KMS_TOKEN_MAX (KMS_TOKEN_FIXED + KMS_TOKEN_PT_MAX)
 #define KMS_KEYBOX_LEN (KMS_NONCE_LEN + KMS_KEY_LEN + KMS_TAG_LEN)
 #define KMS_RESP_BODY_LEN (KMS_KEY_ID_LEN + 4 + 8 + KMS_KEYBOX_LEN)
+/* IBE_KEY_RESP: kgc_id | nonce | ct(RSK 257 | SSK 32 | PVT 65) | tag */
+#define KMS_KGC_ID_LEN 8
+#define KMS_IBE_KEYS_PT_LEN (257 + 32 + 65)
+#define KMS_IBE_RESP_BODY_LEN (KMS_KGC_ID_LEN + KMS_NONCE_LEN + \
+			       KMS_IBE_KEYS_PT_LEN + KMS_TAG_LEN)
+#define KMS_IBE_PERIOD_STR 7    /* "YYYY-MM" */
+/* The largest reply the KMS sends (IBE_KEY_RESP; key replies are 100). */
+#define KMS_REPLY_MAX (KMS_HDR_LEN + KMS_IBE_RESP_BODY_LEN)
 #define KMS_DGRAM_MAX 1472      /* largest request we accept (fits 1500 MTU) */
 
 enum kms_msg_type {
@@ -53,6 +61,8 @@ enum kms_msg_type {
 	KMS_T_DEPOSIT_RESP = 0x02,
 	KMS_T_RETRIEVE_REQ = 0x03,
 	KMS_T_RETRIEVE_RESP = 0x04,
+	KMS_T_IBE_KEY_REQ = 0x05,   /* a party asks for its IBE private keys */
+	KMS_T_IBE_KEY_RESP = 0x06,
 	KMS_T_ERROR = 0x7f,
 };
 
@@ -61,6 +71,7 @@ enum kms_role {
 	KMS_ROLE_A = 1,   /**< UE-A, key Ka */
 	KMS_ROLE_AS = 2,  /**< B's mailbox AS, key Kas */
 	KMS_ROLE_B = 3,   /**< UE-B, key Kb */
+	KMS_ROLE_IBE = 4, /**< any party asking for its IBE keys, its own key */
 };
 
 /** A length-delimited identity, pointing into a buffer. */
@@ -89,7 +100,10 @@ struct kms_hdr {
 	uint16_t body_len;
 };
 
-/** A parsed request (DEPOSIT_REQ or RETRIEVE_REQ). */
+/** A parsed request (DEPOSIT_REQ, RETRIEVE_REQ or IBE_KEY_REQ). For
+ *  IBE_KEY_REQ: id_a is the asking party ID-X, id_b the period
+ *  ("YYYY-MM"), tok_x its token (role IBE, pt = ID-X | period), tok_a and
+ *  id_as are empty. */
 struct kms_req {
 	struct kms_hdr hdr;
 	struct kms_id id_a, id_b;
@@ -107,6 +121,8 @@ struct kms_resp {
 	uint32_t k_gen;
 	uint64_t expiry_ms;
 	const uint8_t *keybox;                /**< KMS_KEYBOX_LEN bytes */
+	const uint8_t *kgc_id;                /**< IBE_KEY_RESP: KMS_KGC_ID_LEN */
+	const uint8_t *ibe_box;               /**< IBE_KEY_RESP: nonce|ct|tag */
 };
 
 /**
@@ -228,6 +244,24 @@ int kms_key_resp_encode(uint8_t type, uint32_t txid,
 			size_t cap);
 
 int kms_error_encode(uint32_t txid, uint16_t status, uint8_t *out, size_t cap);
+
+/** IBE_KEY_REQ: ID-X, the period (as an ID) and the role-IBE token. */
+int kms_ibe_req_encode(uint32_t txid, const struct kms_id *x,
+		       const struct kms_id *period, const uint8_t *tok,
+		       size_t tok_len, uint8_t *out, size_t cap);
+
+/** IBE_KEY_RESP from kgc_id and box = nonce | ct | tag. */
+int kms_ibe_resp_encode(uint32_t txid, const uint8_t kgc_id[KMS_KGC_ID_LEN],
+			const uint8_t box[KMS_IBE_RESP_BODY_LEN -
+					  KMS_KGC_ID_LEN],
+			uint8_t *out, size_t cap);
+
+/** The IBE_KEY_RESP box's AD: "KMS1-IBE" | ID-X | period | gen | kgc_id |
+ *  request token nonce into @p ad (>= 8 + 2 + 128 + 7 + 4 + 8 + 12).
+ *  @return its length. */
+size_t kms_ibe_resp_ad(const struct kms_id *x, const struct kms_id *period,
+		       uint32_t gen, const uint8_t kgc_id[KMS_KGC_ID_LEN],
+		       const uint8_t req_nonce[KMS_NONCE_LEN], uint8_t *ad);
 
 /** Make a struct kms_id from a C string; @return KMS_ERR_INVAL if it is not
  *  1..KMS_ID_MAX printable bytes. */

@@ -22,6 +22,7 @@
 
 static const char tok_label[8] = { 'K', 'M', 'S', '1', '-', 'T', 'O', 'K' };
 static const char key_label[8] = { 'K', 'M', 'S', '1', '-', 'K', 'E', 'Y' };
+static const char ibe_label[8] = { 'K', 'M', 'S', '1', '-', 'I', 'B', 'E' };
 static const char pair_label[9] = { 'K', 'M', 'S', '1', '-', 'P', 'A', 'I', 'R' };
 
 /* ---- big-endian load/store ---- */
@@ -243,7 +244,8 @@ int kms_req_parse(const uint8_t *buf, size_t len, struct kms_req *out,
 	 * (or one server and a datagram spoofed from its own address) would
 	 * bounce ERROR replies between them forever. */
 	if (r.hdr.type == KMS_T_DEPOSIT_RESP ||
-	    r.hdr.type == KMS_T_RETRIEVE_RESP || r.hdr.type == KMS_T_ERROR)
+	    r.hdr.type == KMS_T_RETRIEVE_RESP ||
+	    r.hdr.type == KMS_T_IBE_KEY_RESP || r.hdr.type == KMS_T_ERROR)
 		return KMS_ERR_MALFORMED;       /* drop */
 
 	/* From here on every refusal is answered, and the answer echoes the
@@ -257,6 +259,8 @@ int kms_req_parse(const uint8_t *buf, size_t len, struct kms_req *out,
 		want_x = KMS_ROLE_AS;
 	} else if (r.hdr.type == KMS_T_RETRIEVE_REQ) {
 		want_x = KMS_ROLE_B;
+	} else if (r.hdr.type == KMS_T_IBE_KEY_REQ) {
+		want_x = KMS_ROLE_IBE;
 	} else {
 		*status = KMS_ST_BAD_TYPE;
 		return KMS_ERR_MALFORMED;
@@ -273,9 +277,10 @@ int kms_req_parse(const uint8_t *buf, size_t len, struct kms_req *out,
 	get_id(&c, &r.id_b);
 	if (r.hdr.type == KMS_T_DEPOSIT_REQ)
 		get_id(&c, &r.id_as);
-	else
+	else if (r.hdr.type == KMS_T_RETRIEVE_REQ)
 		r.key_id = take(&c, KMS_KEY_ID_LEN);
-	get_token(&c, &r.tok_a);
+	if (r.hdr.type != KMS_T_IBE_KEY_REQ)
+		get_token(&c, &r.tok_a);
 	get_token(&c, &r.tok_x);
 	if (c.bad || c.left != 0) {
 		*status = KMS_ST_MALFORMED;
@@ -283,7 +288,8 @@ int kms_req_parse(const uint8_t *buf, size_t len, struct kms_req *out,
 	}
 	/* Roles are judged only once the whole body is well formed, so a
 	 * truncated or padded datagram is always MALFORMED. */
-	if (r.tok_a.role != KMS_ROLE_A || r.tok_x.role != want_x) {
+	if ((r.hdr.type != KMS_T_IBE_KEY_REQ && r.tok_a.role != KMS_ROLE_A) ||
+	    r.tok_x.role != want_x) {
 		*status = KMS_ST_WRONG_ROLE;
 		return KMS_ERR_MALFORMED;
 	}
@@ -337,6 +343,11 @@ int kms_resp_parse(const uint8_t *buf, size_t len, struct kms_resp *out)
 		r.k_gen = get32(&c);
 		r.expiry_ms = get64(&c);
 		r.keybox = take(&c, KMS_KEYBOX_LEN);
+		break;
+	case KMS_T_IBE_KEY_RESP:
+		r.status = KMS_ST_OK;
+		r.kgc_id = take(&c, KMS_KGC_ID_LEN);
+		r.ibe_box = take(&c, KMS_IBE_RESP_BODY_LEN - KMS_KGC_ID_LEN);
 		break;
 	case KMS_T_ERROR:
 		r.status = get16(&c);
@@ -600,4 +611,56 @@ int kms_error_encode(uint32_t txid, uint16_t status, uint8_t *out, size_t cap)
 	p = put_hdr(p, KMS_T_ERROR, txid, 2);
 	p = st16(p, status);
 	return (int)(p - out);
+}
+
+int kms_ibe_req_encode(uint32_t txid, const struct kms_id *x,
+		       const struct kms_id *period, const uint8_t *tok,
+		       size_t tok_len, uint8_t *out, size_t cap)
+{
+	size_t body;
+	uint8_t *p = out;
+
+	if (!out || !kms_id_valid(x) || !kms_id_valid(period) ||
+	    !tok_len_ok(tok, tok_len))
+		return KMS_ERR_INVAL;
+	body = 2 + (size_t)x->len + period->len + tok_len;
+	if (cap < KMS_HDR_LEN + body)
+		return KMS_ERR_SPACE;
+	p = put_hdr(p, KMS_T_IBE_KEY_REQ, txid, body);
+	p = st_id(p, x);
+	p = st_id(p, period);
+	p = stn(p, tok, tok_len);
+	return (int)(p - out);
+}
+
+int kms_ibe_resp_encode(uint32_t txid, const uint8_t kgc_id[KMS_KGC_ID_LEN],
+			const uint8_t box[KMS_IBE_RESP_BODY_LEN -
+					  KMS_KGC_ID_LEN],
+			uint8_t *out, size_t cap)
+{
+	uint8_t *p = out;
+
+	if (!out || !kgc_id || !box)
+		return KMS_ERR_INVAL;
+	if (cap < KMS_HDR_LEN + KMS_IBE_RESP_BODY_LEN)
+		return KMS_ERR_SPACE;
+	p = put_hdr(p, KMS_T_IBE_KEY_RESP, txid, KMS_IBE_RESP_BODY_LEN);
+	p = stn(p, kgc_id, KMS_KGC_ID_LEN);
+	p = stn(p, box, KMS_IBE_RESP_BODY_LEN - KMS_KGC_ID_LEN);
+	return (int)(p - out);
+}
+
+size_t kms_ibe_resp_ad(const struct kms_id *x, const struct kms_id *period,
+		       uint32_t gen, const uint8_t kgc_id[KMS_KGC_ID_LEN],
+		       const uint8_t req_nonce[KMS_NONCE_LEN], uint8_t *ad)
+{
+	uint8_t *p = ad;
+
+	p = stn(p, ibe_label, sizeof(ibe_label));
+	p = st_id(p, x);
+	p = st_id(p, period);
+	p = st32(p, gen);
+	p = stn(p, kgc_id, KMS_KGC_ID_LEN);
+	p = stn(p, req_nonce, KMS_NONCE_LEN);
+	return (size_t)(p - ad);
 }

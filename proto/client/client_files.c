@@ -18,7 +18,7 @@ void kc_errmsg(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("kms-client: ", stderr);
+	fprintf(stderr, "%s: ", program_invocation_short_name);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);

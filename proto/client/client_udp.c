@@ -125,8 +125,8 @@ int kc_udp_exchange(const char *server, const uint8_t *req, size_t len,
 	}
 	close(fd);
 	if (ret == 0)
-		fprintf(stderr, "kms-client: no reply from %s after %d tr%s "
-			"of %d ms%s\n", server, tries, tries == 1 ? "y" : "ies",
+		fprintf(stderr, "%s: no reply from %s after %d tr%s "
+			"of %d ms%s\n", program_invocation_short_name, server, tries, tries == 1 ? "y" : "ies",
 			timeout_ms, refused ? " (port unreachable)" : "");
 	return ret;
 }

@@ -1299,7 +1299,7 @@ static void malformed(void **state)
 	sent++;
 	assert_int_equal(rep.status, KMS_ST_BAD_VERSION);
 	m = d.req;
-	m.b[3] = 0x05;
+	m.b[3] = 0x07;
 	efx_run(f, 0, &m, &rep, 1);
 	sent++;
 	assert_int_equal(rep.status, KMS_ST_BAD_TYPE);

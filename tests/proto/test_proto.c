@@ -253,10 +253,12 @@ static void flip_header(const uint8_t *msg, size_t len)
 				assert_int_equal(rc, KMS_ERR_MALFORMED);
 				if (buf[3] == KMS_T_DEPOSIT_RESP ||
 				    buf[3] == KMS_T_RETRIEVE_RESP ||
+				    buf[3] == KMS_T_IBE_KEY_RESP ||
 				    buf[3] == KMS_T_ERROR)
 					assert_int_equal(st, KMS_ST_OK);
 				else if (buf[3] == KMS_T_DEPOSIT_REQ ||
-				    buf[3] == KMS_T_RETRIEVE_REQ)
+				    buf[3] == KMS_T_RETRIEVE_REQ ||
+				    buf[3] == KMS_T_IBE_KEY_REQ)
 					/* the other request's layout */
 					assert_true(st == KMS_ST_MALFORMED ||
 						    st == KMS_ST_WRONG_ROLE);
@@ -283,9 +285,10 @@ static void test_header_flips(void **state)
 static void test_version_type(void **state)
 {
 	static const uint8_t versions[] = { 0, 2, 0x7f, 0xff };
-	static const uint8_t types[] = { 0, 5, 0x7e, 0x80, 0xff };
+	static const uint8_t types[] = { 0, 7, 0x7e, 0x80, 0xff };
 	static const uint8_t replies[] = { KMS_T_DEPOSIT_RESP,
-					   KMS_T_RETRIEVE_RESP, KMS_T_ERROR };
+					   KMS_T_RETRIEVE_RESP,
+					   KMS_T_IBE_KEY_RESP, KMS_T_ERROR };
 	uint8_t buf[KMS_DGRAM_MAX];
 	size_t i;
 
