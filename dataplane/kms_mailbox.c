@@ -105,7 +105,7 @@ static void cfg_defaults(struct mb_config *c)
 	snprintf(c->store, sizeof(c->store), "/var/lib/kms/mailbox");
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 	c->max_conns = 64;
-	c->max_message_mb = 64;
+	c->max_message_mb = 60;
 	c->io_timeout_s = 30;
 	c->lifetime_s = 30ull * 24 * 3600;
 	c->purge_interval_s = 300;
@@ -152,7 +152,13 @@ static int on_ini(void *user, const char *section, const char *name,
 	STR("store", store)
 	STR("keys", keys)
 	STR("params", params)
-	STR("log_level", log_level)
+	if (!strcmp(name, "log_level")) {
+		if (strcmp(value, "error") && strcmp(value, "warning") &&
+		    strcmp(value, "info") && strcmp(value, "debug"))
+			bad = 1;
+		else
+			snprintf(c->log_level, sizeof(c->log_level), "%s", value);
+	} else
 	NUM("max_conns", max_conns, 1, CONNS_CAP)
 	NUM("max_message_mb", max_message_mb, 1, 60)
 	NUM("io_timeout_s", io_timeout_s, 1, 3600)
@@ -504,8 +510,11 @@ int main(int argc, char **argv)
 		snprintf(mb.cfg.keys, sizeof(mb.cfg.keys), "%s", over[2]);
 	if (over[3])
 		snprintf(mb.cfg.params, sizeof(mb.cfg.params), "%s", over[3]);
-	if (verbose)
-		kms_log_init("kms-mailbox", KMS_LOG_DEBUG, 0);
+	kms_log_init("kms-mailbox",
+		     verbose || !strcmp(mb.cfg.log_level, "debug") ? KMS_LOG_DEBUG :
+		     !strcmp(mb.cfg.log_level, "error") ? KMS_LOG_ERR :
+		     !strcmp(mb.cfg.log_level, "warning") ? KMS_LOG_WARN :
+		     KMS_LOG_INFO, 0);
 	if (!mb.cfg.keys[0] || !mb.cfg.params[0]) {
 		KMS_ERR("the mailbox needs its IBE keys (keys =) and the KMS's "
 			"public parameters (params =)");

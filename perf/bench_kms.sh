@@ -729,3 +729,12 @@ with open(out, "w") as f:
     json.dump(doc, f, indent=1)
 print("results: %s" % out)
 PY
+
+# The second system (MIKEY-IBAKE): its crypto against a 1024-bit modexp and
+# the mailbox's sessions against its own store, on the same disk.
+if [ -x "$BUILD/perf/kms-bench-ibe" ]; then
+	echo
+	echo "== MIKEY-IBAKE (kms-bench-ibe) =="
+	"$BUILD/perf/kms-bench-ibe" --seconds "$CEIL_SECS" --runs "$CEIL_RUNS" \
+		--dir "$W" | tee "$W/ibe.txt" || echo "kms-bench-ibe failed"
+fi

@@ -5,6 +5,7 @@
  *
  *   kms-ibake keys  --server HOST:PORT --key X.key --params ibe.params
  *                   --out X.ibe [--period YYYY-MM] [--timeout-ms N]
+ *                   [--save-request F]
  *   kms-ibake send  --mailbox HOST:PORT --mailbox-id ID-MB --to ID-B
  *                   --keys A.ibe --params ibe.params --in FILE
  *                   [--as ID] [--timeout-ms N]
@@ -50,7 +51,7 @@ enum { EX_OK = 0, EX_LOCAL = 1, EX_REFUSED = 2, EX_TIMEOUT = 3 };
 
 struct opts {
 	const char *server, *key, *params, *out, *period, *mailbox, *mb_id,
-		*to, *keys, *in, *out_dir, *as;
+		*to, *keys, *in, *out_dir, *as, *save;
 	int timeout_ms, keep;
 };
 
@@ -59,7 +60,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage:\n"
 		"  kms-ibake keys  --server HOST:PORT --key X.key --params P --out X.ibe\n"
-		"                  [--period YYYY-MM] [--timeout-ms N]\n"
+		"                  [--period YYYY-MM] [--timeout-ms N] [--save-request F]\n"
 		"  kms-ibake send  --mailbox HOST:PORT --mailbox-id ID-MB --to ID-B\n"
 		"                  --keys A.ibe --params P --in FILE [--as ID] [--timeout-ms N]\n"
 		"  kms-ibake fetch --mailbox HOST:PORT --mailbox-id ID-MB --keys B.ibe\n"
@@ -122,6 +123,14 @@ static int cmd_keys(const struct opts *o)
 	if (len < 0) {
 		kc_errmsg("encoding the request: %s", kms_strerror(len));
 		goto out;
+	}
+	if (o->save) { /* tests replay it with kms-client send */
+		char hex[2 * KMS_DGRAM_MAX + 2];
+
+		kms_hex_encode(req, (size_t)len, hex);
+		strcat(hex, "\n");
+		if (kc_write_text(o->save, 0644, hex))
+			goto out;
 	}
 	n = kc_udp_exchange(o->server, req, (size_t)len, 1, o->timeout_ms, txid,
 			    rep, sizeof(rep));
@@ -553,6 +562,7 @@ int main(int argc, char **argv)
 		{ "out-dir", required_argument, NULL, 'd' },
 		{ "as", required_argument, NULL, 'a' },
 		{ "keep", no_argument, NULL, 'e' },
+		{ "save-request", required_argument, NULL, 'S' },
 		{ "timeout-ms", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -576,6 +586,7 @@ int main(int argc, char **argv)
 		case 'd': o.out_dir = optarg; break;
 		case 'a': o.as = optarg; break;
 		case 'e': o.keep = 1; break;
+		case 'S': o.save = optarg; break;
 		case 'T': o.timeout_ms = atoi(optarg); break;
 		case 'h': usage(stdout); return EX_OK;
 		default: usage(stderr); return EX_LOCAL;

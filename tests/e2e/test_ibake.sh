@@ -31,8 +31,20 @@ MB=mailbox.ims.example
 
 setup_env
 "$KMSCTL" -c "$W/kms.conf" init >/dev/null
+enroll user "$A" a
+enroll user "$B" b
+enroll user "$C" c
+enroll as "$MB" mb
+# kmsd without a KGC serves the core system and refuses IBE requests.
+start_kmsd
+grep -q "no IBE master secret" "$W/kmsd.log" && pass "kmsd starts without a KGC" \
+  || fail "kmsd without KGC"
 "$KMSCTL" -c "$W/kms.conf" ibe init --out "$W/ibe.params" > "$W/ibe.show"
 grep -q '^kgc_id = [0-9a-f]\{16\}$' "$W/ibe.show" && pass "ibe init" || fail "ibe init"
+out=$("$IBAKE" keys --server "$SERVER" --key "$W/a.key" --params "$W/ibe.params" \
+      --out "$W/x.ibe" --timeout-ms 5000 2>&1) && fail "keys without a loaded KGC" \
+  || { echo "$out" | grep -q IBE_UNAVAILABLE && pass "IBE_UNAVAILABLE until kmsd restarts" \
+       || fail "no KGC: $out"; }
 if "$KMSCTL" -c "$W/kms.conf" ibe init >/dev/null 2>&1; then
   fail "a second ibe init must be refused"
 else
@@ -40,10 +52,7 @@ else
 fi
 "$KMSCTL" -c "$W/kms.conf" ibe show | cmp -s - "$W/ibe.show" \
   && pass "ibe show matches init" || fail "ibe show differs from init"
-enroll user "$A" a
-enroll user "$B" b
-enroll user "$C" c
-enroll as "$MB" mb
+stop_kmsd || fail "kmsd exit status"
 start_kmsd
 grep -q "IBE master secret loaded" "$W/kmsd.log" && pass "kmsd loaded the KGC" \
   || fail "kmsd did not load the KGC"
@@ -54,8 +63,23 @@ keys() { # NAME [extra args]: X's IBE keys into $W/NAME.ibe
     --out "$W/$n.ibe" --timeout-ms 5000 "$@"
 }
 for n in a b c mb; do
-  keys $n >/dev/null && pass "keys for $n" || fail "keys for $n"
+  keys $n --save-request "$W/$n.req" >/dev/null && pass "keys for $n" || fail "keys for $n"
 done
+# The same request again: its token is single use.
+out=$("$KMS_CLIENT_BIN" send --server "$SERVER" --in "$W/a.req" 2>&1) \
+  && fail "replayed IBE_KEY_REQ answered: $out" \
+  || { echo "$out" | grep -q "status=REPLAY" && pass "replayed IBE_KEY_REQ refused REPLAY" \
+       || fail "replay: $out"; }
+# Every byte of the request flipped in turn: never keys, never a crash.
+req=$(cat "$W/b.req"); n=$(( ${#req} / 2 )); ok=1
+for ((i = 0; i < n; i += 7)); do
+  b=$(( 16#${req:2*i:2} ^ 0x41 ))
+  printf '%s%02x%s\n' "${req:0:2*i}" "$b" "${req:2*i+2}" > "$W/flip.req"
+  out=$("$KMS_CLIENT_BIN" send --server "$SERVER" --in "$W/flip.req" --timeout-ms 300 2>&1) \
+    && { ok=0; echo "flip $i answered: $out"; }
+done
+[ $ok = 1 ] && kmsd_alive && pass "flipped IBE_KEY_REQs refused or dropped" || fail "flipped requests"
+
 grep -q "^period = $(date -u +%Y-%m)$" "$W/a.ibe" && pass "keys carry this month" \
   || fail "period in a.ibe"
 [ "$(stat -c %a "$W/a.ibe")" = 600 ] && pass "key file mode 0600" || fail "a.ibe mode"
@@ -75,6 +99,10 @@ sed "s/^id = .*/id = sip:nobody@ims.example/" "$W/c.key" > "$W/nobody.key"; chmo
 out=$(keys nobody --out "$W/x.ibe" 2>&1) && fail "unknown party issued" \
   || { echo "$out" | grep -q UNKNOWN_PARTY && pass "unknown party refused" \
        || fail "unknown party: $out"; }
+"$KMSCTL" -c "$W/kms.conf" revoke --id "$C" >/dev/null
+out=$(keys c --out "$W/x.ibe" 2>&1) && fail "revoked party issued" \
+  || { echo "$out" | grep -q PARTY_REVOKED && pass "revoked party refused" \
+       || fail "revoked: $out"; }
 "$KMSCTL" -c "$W/kms.conf" audit > "$W/audit.txt"
 [ "$(grep -c "ibe-issue actor=" "$W/audit.txt")" -ge 5 ] \
   && pass "issues audited" || { fail "ibe-issue audit records"; cat "$W/audit.txt"; }
@@ -82,10 +110,17 @@ out=$(keys nobody --out "$W/x.ibe" 2>&1) && fail "unknown party issued" \
   || fail "audit verify"
 
 # ---- the mailbox
+# The shipped example with this test's paths: the config file is tested too.
+sed -e "s|^listen = .*|listen = 127.0.0.1:0|" -e "s|^store = .*|store = $W/mbox|" \
+    -e "s|^keys =.*|keys = $W/mb.ibe|" -e "s|^params =.*|params = $W/ibe.params|" \
+    "$(dirname "$0")/../../config/kms-mailbox.conf.example" > "$W/mailbox.conf"
+printf '[mailbox]\nlisten = 127.0.0.1:0\nbogus = 1\n' > "$W/bad.conf"
+out=$("$MAILBOX" --config "$W/bad.conf" 2>&1) && fail "unknown key accepted" \
+  || { echo "$out" | grep -q "bad.conf:3: unknown key 'bogus'" \
+       && pass "config errors name file:line" || fail "bad config: $out"; }
 start_mailbox() {
   : > "$W/mailbox.log"
-  "$MAILBOX" --listen 127.0.0.1:0 --store "$W/mbox" --keys "$W/mb.ibe" \
-    --params "$W/ibe.params" >>"$W/mailbox.log" 2>&1 &
+  "$MAILBOX" --config "$W/mailbox.conf" >>"$W/mailbox.log" 2>&1 &
   MB_PID=$!
   local n=200
   while [ $n -gt 0 ] && ! grep -q "ready on" "$W/mailbox.log"; do
@@ -146,7 +181,21 @@ out=$(fetch cb "$W/x" 2>&1) && fail "C fetched B's mail" \
 fetch b "$W/inbox3" | grep -q "fetched: 1 message" && pass "B still gets its message" \
   || fail "B's second message"
 
+# Hostile bytes at the mailbox: an oversized length, a short frame, noise,
+# a peer that connects and says nothing: each connection is refused or
+# closed, the mailbox keeps serving.
+mb_host=${MBOX%:*}; mb_port=${MBOX##*:}
+for junk in '\xff\xff\xff\xff\x01\x11' '\x00\x00\x00\x01\x01' \
+            '\x00\x00\x00\x08\x01\x11abcdef' "$(head -c 300 /dev/urandom | tr -d '\000')"; do
+  timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"; printf "%b" "$3" >&3; cat <&3 >/dev/null 2>&1' \
+    junk "$mb_host" "$mb_port" "$junk" || true
+done
+timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"; sleep 0.2' idle "$mb_host" "$mb_port" || true
+kill -0 "$MB_PID" && fetch b "$W/inbox4" --keep | grep -q "fetched: 0 message" \
+  && pass "mailbox survives hostile input" || fail "mailbox after hostile input"
 kill -TERM "$MB_PID"; wait_exit "$MB_PID" 10 || fail "mailbox exit status"; MB_PID=""
+grep -q "kms-mailbox: stats: refused MALFORMED=" "$W/mailbox.log" \
+  && pass "hostile frames counted MALFORMED" || fail "MALFORMED not counted"
 grep -q "kms-mailbox: stats: .*deposits=1 " "$W/mailbox.log" && pass "mailbox counters" \
   || { fail "mailbox counters"; cat "$W/mailbox.log"; }
 stop_kmsd || fail "kmsd exit status"

@@ -32,6 +32,8 @@
 #define MSG_LEN (1u << 20)
 
 static struct kms_ibe *ibe;
+/* Every byte the mailbox received in deposit(), when set. */
+static struct kms_buf *mb_saw;
 static struct kms_ibe_params params;
 static struct kms_ibe_keys k_a, k_b, k_c, k_mb;
 static char period[KMS_IBE_PERIOD_LEN + 1];
@@ -164,6 +166,11 @@ static struct kms_ibake *session(const struct kms_ibe_keys *keys)
 static int mb(struct kms_ibake *m, struct fx *f, const struct kms_buf *in,
 	      struct kms_buf *out)
 {
+	if (mb_saw) {
+		assert_int_equal(kms_buf_reserve(mb_saw, in->len), KMS_OK);
+		memcpy(mb_saw->p + mb_saw->len, in->p, in->len);
+		mb_saw->len += in->len;
+	}
 	out->len = 0;
 	return kms_ibake_mb_on_frame(m, &ops, f, in->p, in->len, out);
 }
@@ -267,6 +274,15 @@ static uint8_t *random_msg(size_t len)
 	return msg;
 }
 
+static int mem_has(const uint8_t *buf, size_t len, const uint8_t *needle,
+		   size_t n)
+{
+	for (size_t i = 0; len >= n && i <= len - n; i++)
+		if (buf[i] == needle[0] && !memcmp(buf + i, needle, n))
+			return 1;
+	return 0;
+}
+
 /* Does the file @p path contain @p needle anywhere? */
 static int file_has(const char *path, const uint8_t *needle, size_t n)
 {
@@ -296,14 +312,26 @@ static int file_has(const char *path, const uint8_t *needle, size_t n)
 static void test_flow_1mib(void **state)
 {
 	struct fx *f = *state;
-	struct kms_buf got = { 0 };
+	struct kms_buf got = { 0 }, saw = { 0 };
 	uint8_t *msg = random_msg(MSG_LEN), ap[KMS_EC_POINT_LEN];
 	uint8_t mk[KMS_KEY_LEN];
 	char path[128];
 	uint64_t held;
 	unsigned bad;
 
+	mb_saw = &saw;
 	deposit(f, &k_a, msg, MSG_LEN, NULL, NULL, ap, mk);
+	mb_saw = NULL;
+	/* Every byte the mailbox received: no aP, no key, no plaintext run
+	 * (and the search works: A's identity is there, in clear in I1). */
+	assert_true(saw.len > MSG_LEN);
+	assert_false(mem_has(saw.p, saw.len, ap + 1, 32));
+	assert_false(mem_has(saw.p, saw.len, mk, sizeof(mk)));
+	for (size_t off = 0; off + 64 <= MSG_LEN; off += MSG_LEN / 16)
+		assert_false(mem_has(saw.p, saw.len, msg + off, 64));
+	assert_true(mem_has(saw.p, saw.len, (const uint8_t *)ID_A,
+			    strlen(ID_A)));
+	kms_buf_free(&saw);
 	assert_int_equal(kms_mbox_count(f->store, &held), KMS_OK);
 	assert_int_equal(held, 1);
 
@@ -347,6 +375,45 @@ static void test_keep_and_order(void **state)
 	assert_int_equal(fetch(f, &k_c, 0, NULL, &bad), 0);
 	assert_int_equal(fetch(f, &k_b, 0, NULL, &bad), 1);
 	kms_buf_free(&got);
+}
+
+/* Undelivered messages expire: not handed out after expiry_ms, then
+ * purged in bounded steps. */
+static void test_expiry(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ibake_item it;
+	struct kms_buf hold = { 0 };
+	const uint8_t m1[] = "expires";
+	struct kms_id b;
+	uint64_t held, now = kms_now_ms();
+	unsigned n = 99;
+
+	deposit(f, &k_a, m1, sizeof(m1), NULL, NULL, NULL, NULL);
+	deposit(f, &k_a, m1, sizeof(m1), NULL, NULL, NULL, NULL);
+	kms_id_from_str(ID_B, &b);
+	assert_int_equal(kms_mbox_next(f->store, &b, NULL, now, &it, &hold),
+			 KMS_OK);
+	/* Default lifetime: 30 days. */
+	assert_true(it.expiry_ms >= now + 29ull * 86400 * 1000);
+	assert_int_equal(kms_mbox_purge(f->store, now, 10, &n), KMS_OK);
+	assert_int_equal(n, 0);
+	/* The first expired, the second (deposited later) not yet. */
+	assert_int_equal(kms_mbox_next(f->store, &b, NULL, it.expiry_ms, &it,
+				       &hold), KMS_OK);
+	assert_int_equal(kms_mbox_next(f->store, &b, NULL, it.expiry_ms + 60000,
+				       &it, &hold), KMS_ERR_NOTFOUND);
+	assert_int_equal(kms_mbox_purge(f->store, it.expiry_ms + 60000, 1, &n),
+			 KMS_OK);
+	assert_int_equal(n, 1); /* bounded: one per step here */
+	assert_int_equal(kms_mbox_count(f->store, &held), KMS_OK);
+	assert_int_equal(held, 1);
+	assert_int_equal(kms_mbox_purge(f->store, it.expiry_ms + 60000, 10, &n),
+			 KMS_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(kms_mbox_count(f->store, &held), KMS_OK);
+	assert_int_equal(held, 0);
+	kms_buf_free(&hold);
 }
 
 /* A without A's keys: whoever claims ID-A gets R1 sealed to ID-A and cannot
@@ -575,6 +642,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_flow_1mib, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keep_and_order, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spoofed_sender, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_replayed_i2, setup,

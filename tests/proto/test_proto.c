@@ -1115,6 +1115,72 @@ static void test_keybox(void **state)
 	assert_memory_equal(k, untouched, KMS_KEY_LEN);
 }
 
+/* IBE_KEY_REQ (section 17): round trip, then every truncation, a wrong
+ * token role, trailing bytes; IBE_KEY_RESP parses and is never answered. */
+static void test_ibe_req(void **state)
+{
+	static const char period_s[] = "2026-12";
+	struct kms_id per = { (const uint8_t *)period_s, 7 };
+	uint8_t tok[KMS_TOKEN_MAX], req[KMS_DGRAM_MAX], rep[KMS_REPLY_MAX];
+	uint8_t box[KMS_IBE_RESP_BODY_LEN - KMS_KGC_ID_LEN] = { 0 };
+	uint8_t kgc[KMS_KGC_ID_LEN] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	struct kms_req r;
+	struct kms_resp resp;
+	uint16_t st;
+	int n, len;
+
+	(void)state;
+	n = kms_token_seal(KMS_ROLE_IBE, &id_a, 1, ka, TS, nonce_a, &id_a, &per,
+			   tok, sizeof(tok));
+	assert_true(n > 0);
+	len = kms_ibe_req_encode(9, &id_a, &per, tok, (size_t)n, req,
+				 sizeof(req));
+	assert_int_equal(len, KMS_HDR_LEN + 2 + id_a.len + 7 + n);
+	assert_int_equal(kms_req_parse(req, (size_t)len, &r, &st), KMS_OK);
+	assert_int_equal(r.hdr.type, KMS_T_IBE_KEY_REQ);
+	assert_memory_equal(r.id_a.p, id_a.p, id_a.len);
+	assert_int_equal(r.id_b.len, 7);
+	assert_memory_equal(r.id_b.p, period_s, 7);
+	assert_int_equal(r.tok_x.role, KMS_ROLE_IBE);
+	assert_int_equal(r.tok_x.raw_len, n);
+	assert_null(r.tok_a.raw);
+	/* Truncated anywhere (header fixed up): MALFORMED. */
+	for (int cut = KMS_HDR_LEN; cut < len; cut++) {
+		uint8_t b[KMS_DGRAM_MAX];
+
+		memcpy(b, req, (size_t)cut);
+		set_body_len(b, (size_t)cut);
+		assert_int_equal(kms_req_parse(b, (size_t)cut, &r, &st),
+				 KMS_ERR_MALFORMED);
+		assert_int_equal(st, KMS_ST_MALFORMED);
+	}
+	/* A token of another role: WRONG_ROLE; a byte after it: MALFORMED. */
+	req[KMS_HDR_LEN + 2 + id_a.len + 7] = KMS_ROLE_B;
+	assert_int_equal(kms_req_parse(req, (size_t)len, &r, &st),
+			 KMS_ERR_MALFORMED);
+	assert_int_equal(st, KMS_ST_WRONG_ROLE);
+	req[KMS_HDR_LEN + 2 + id_a.len + 7] = KMS_ROLE_IBE;
+	req[len] = 0;
+	set_body_len(req, (size_t)len + 1);
+	assert_int_equal(kms_req_parse(req, (size_t)len + 1, &r, &st),
+			 KMS_ERR_MALFORMED);
+	assert_int_equal(st, KMS_ST_MALFORMED);
+
+	n = kms_ibe_resp_encode(9, kgc, box, rep, sizeof(rep));
+	assert_int_equal(n, KMS_REPLY_MAX);
+	assert_int_equal(kms_resp_parse(rep, (size_t)n, &resp), KMS_OK);
+	assert_memory_equal(resp.kgc_id, kgc, sizeof(kgc));
+	assert_ptr_equal(resp.ibe_box, rep + KMS_HDR_LEN + KMS_KGC_ID_LEN);
+	assert_int_equal(kms_resp_parse(rep, (size_t)n - 1, &resp),
+			 KMS_ERR_MALFORMED);
+	assert_int_equal(kms_ibe_resp_encode(9, kgc, box, rep, sizeof(rep) - 1),
+			 KMS_ERR_SPACE);
+	/* A reply type is dropped, never answered. */
+	assert_int_equal(kms_req_parse(rep, (size_t)n, &r, &st),
+			 KMS_ERR_MALFORMED);
+	assert_int_equal(st, KMS_ST_OK);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1139,6 +1205,7 @@ int main(void)
 		cmocka_unit_test(test_pt_matches),
 		cmocka_unit_test(test_seal_open),
 		cmocka_unit_test(test_keybox),
+		cmocka_unit_test(test_ibe_req),
 	};
 
 	return cmocka_run_group_tests_name("proto", tests, setup, NULL);
