@@ -33,6 +33,7 @@ void kms_config_defaults(struct kms_config *cfg)
 	cfg->dpdk_ring_size = 1024;
 	cfg->max_skew_s = 30;
 	cfg->replay_capacity = 1u << 18;
+	cfg->rotation_overlap_s = 86400;
 	cfg->cache_keys = 4096;
 	snprintf(cfg->crypto_mode, sizeof(cfg->crypto_mode), "offload");
 	cfg->policy.reuse_max_deposits = 100;
@@ -80,6 +81,7 @@ static const struct field fields[] = {
 	NUM("dpdk", "ring_size", K_U32, dpdk_ring_size, 16, 1u << 20),
 	NUM("security", "max_skew_s", K_U32, max_skew_s, 1, 3600),
 	NUM("security", "replay_capacity", K_U32, replay_capacity, 1024, 1u << 26),
+	NUM("security", "rotation_overlap_s", K_U32, rotation_overlap_s, 0, 90u * 86400),
 	NUM("cache", "keys_per_worker", K_U32, cache_keys, 16, 1u << 22),
 	STR("crypto", "mode", crypto_mode),
 	STR("crypto", "engine", crypto_engine),

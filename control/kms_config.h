@@ -52,6 +52,8 @@ struct kms_config {
 	/* [security] */
 	uint32_t max_skew_s;
 	uint32_t replay_capacity;     /**< nonces remembered per worker */
+	uint32_t rotation_overlap_s;  /**< kmsctl rotate: the previous key
+	                                   generation stays valid this long */
 	/* [cache] */
 	uint32_t cache_keys;          /**< unwrapped keys cached per worker */
 	/* [crypto] */

@@ -9,6 +9,7 @@
  *   kmsctl -c CONF enroll-bulk --users N [--as M] [--domain D] [--id-len L]
  *                              --out FILE
  *   kmsctl -c CONF revoke --id ID
+ *   kmsctl -c CONF rotate --id ID --out KEYFILE [--overlap-s N]
  *   kmsctl -c CONF show --id ID
  *   kmsctl -c CONF list
  *   kmsctl -c CONF audit
@@ -60,6 +61,7 @@ struct args {
 	enum kmsctl_stats_fmt stats_fmt;
 	const char *key_id;                          /* revoke --key-id */
 	const char *pair;                            /* policy --pair A,B */
+	const char *overlap;                         /* rotate --overlap-s */
 	struct kms_config cfg;
 };
 
@@ -87,6 +89,10 @@ static void usage(FILE *f)
 		"                               sip:lg-mbNNN@D (D default lg.example); L pads\n"
 		"                               every ID with 'x' before the '@' to L bytes;\n"
 		"                               FILE: the load generator's population (0600)\n"
+		"  rotate --id ID --out KEYFILE [--overlap-s N] [--import KEYFILE]\n"
+		"                               a new key generation for the party; the\n"
+		"                               previous one is accepted for N s more\n"
+		"                               (default security.rotation_overlap_s)\n"
 		"  revoke --id ID               refuse the party from its next request on\n"
 		"  revoke --key-id HEX          refuse every later RETRIEVE of one deposit\n"
 		"  show --id ID                 one party\n"
@@ -840,14 +846,127 @@ static int cmd_revoke(struct args *a)
 	return rc ? 1 : 0;
 }
 
+/*
+ * rotate: a new key generation for a party. The new key (HSM RNG, or
+ * --import) goes to the party's key file first, then the record keeps the
+ * previous generation valid for security.rotation_overlap_s (--overlap-s),
+ * in one durable commit with its audit record.
+ */
+static int cmd_rotate(struct args *a)
+{
+	struct kms_hsm *hsm = NULL;
+	struct kms_hsm_session *s = NULL;
+	struct kms_ks *ks = NULL;
+	struct kms_ks_txn *txn = NULL;
+	struct kms_keyfile kf;
+	struct kms_party p, cur;
+	struct kms_audit au;
+	struct kms_id id;
+	uint64_t overlap_ms = (uint64_t)a->cfg.rotation_overlap_s * 1000;
+	uint8_t blob[KMS_HSM_BLOB_LEN];
+	int rc;
+
+	memset(&kf, 0, sizeof(kf));
+	if (!a->id || !a->out || kms_id_from_str(a->id, &id)) {
+		usage(stderr);
+		return 2;
+	}
+	if (a->overlap) {
+		char *end;
+		unsigned long v = strtoul(a->overlap, &end, 10);
+
+		if (*end || end == a->overlap || v > 90ul * 86400) {
+			fprintf(stderr, "kmsctl: --overlap-s: 0..%lu seconds\n",
+				90ul * 86400);
+			return 2;
+		}
+		overlap_ms = (uint64_t)v * 1000;
+	}
+	if (open_all(a, 0, &hsm, &ks))
+		return 1;
+	rc = kms_hsm_session_open(hsm, &s);
+	if (rc)
+		goto out;
+	rc = kms_ks_txn_begin(ks, 1, &txn);
+	if (rc)
+		goto out;
+	rc = kms_ks_party_get(txn, &id, &p);
+	kms_ks_txn_abort(txn);
+	txn = NULL;
+	if (rc == KMS_OK && p.status != KMS_PARTY_ACTIVE) {
+		fprintf(stderr, "kmsctl: %s is revoked: enroll it again instead\n",
+			a->id);
+		rc = KMS_ERR_INVAL;
+	}
+	if (rc)
+		goto out;
+	rc = party_key(a, s, kf.key, blob);
+	if (rc)
+		goto out;
+	snprintf(kf.id, sizeof(kf.id), "%s", a->id);
+	snprintf(kf.kind, sizeof(kf.kind), "%s",
+		 p.kind == KMS_PARTY_AS ? "as" : "user");
+	kf.gen = p.gen + 1;
+	rc = kms_keyfile_write(a->out, &kf, 0);
+	if (rc) {
+		fprintf(stderr, "kmsctl: cannot write %s: %s\n", a->out,
+			kms_strerror(rc));
+		goto out;
+	}
+	rc = kms_ks_txn_begin(ks, 0, &txn);
+	if (rc)
+		goto out_unlink;
+	/* Under the writer lock: the generation we read must still be the
+	 * current one (no concurrent rotation, revocation or re-enrolment). */
+	rc = kms_ks_party_get(txn, &id, &cur);
+	if (rc || cur.gen != p.gen || cur.status != KMS_PARTY_ACTIVE) {
+		kms_ks_txn_abort(txn);
+		fprintf(stderr, "kmsctl: %s changed concurrently: not rotated\n",
+			a->id);
+		rc = rc ? rc : KMS_ERR_EXISTS;
+		goto out_unlink;
+	}
+	p.prev_gen = p.gen;
+	p.prev_until_ms = now_ms() + overlap_ms;
+	memcpy(p.prev_blob, p.blob, sizeof(p.blob));
+	p.gen++;
+	memcpy(p.blob, blob, sizeof(blob));
+	audit_fill(&au, KMS_AUD_ROTATE, "kmsctl", a->id);
+	au.k_gen = p.gen;
+	kms_ks_party_put(txn, &id, &p);
+	kms_ks_audit_append(txn, &au);
+	rc = kms_ks_txn_commit(txn);
+out_unlink:
+	if (rc)
+		unlink(a->out);
+	else
+		printf("rotated %s to generation %u; key written to %s; "
+		       "generation %u accepted until %llu (%llu s)\n", a->id,
+		       p.gen, a->out, p.prev_gen,
+		       (unsigned long long)p.prev_until_ms,
+		       (unsigned long long)(overlap_ms / 1000));
+out:
+	if (rc)
+		fprintf(stderr, "kmsctl: rotate failed: %s\n", kms_strerror(rc));
+	kms_keyfile_wipe(&kf);
+	kms_hsm_session_close(s);
+	kms_ks_close(ks);
+	kms_hsm_close(hsm);
+	return rc ? 1 : 0;
+}
+
 static int print_party(const struct kms_id *id, const struct kms_party *p,
 		       void *arg)
 {
 	(void)arg;
-	printf("%.*s kind=%s status=%s gen=%u created_ms=%llu\n", id->len,
+	printf("%.*s kind=%s status=%s gen=%u created_ms=%llu", id->len,
 	       (const char *)id->p, p->kind == KMS_PARTY_AS ? "as" : "user",
 	       p->status == KMS_PARTY_ACTIVE ? "active" : "revoked", p->gen,
 	       (unsigned long long)p->created_ms);
+	if (p->prev_gen)
+		printf(" prev_gen=%u prev_until_ms=%llu", p->prev_gen,
+		       (unsigned long long)p->prev_until_ms);
+	printf("\n");
 	return 0;
 }
 
@@ -914,7 +1033,8 @@ static const char *audit_event_name(uint8_t e)
 {
 	static const char *const ev[] = { "?", "enroll", "revoke", "key-new",
 					  "key-reuse", "key-retrieve", "init",
-					  "policy", "ibe-init", "ibe-issue" };
+					  "policy", "ibe-init", "ibe-issue",
+					  "rotate" };
 
 	return e < sizeof(ev) / sizeof(ev[0]) ? ev[e] : "?";
 }
@@ -1063,6 +1183,7 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'J' },
 		{ "key-id", required_argument, NULL, 'K' },
 		{ "pair", required_argument, NULL, 'p' },
+		{ "overlap-s", required_argument, NULL, 'O' },
 		{ "prometheus", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -1094,6 +1215,7 @@ int main(int argc, char **argv)
 		case 'J': a.stats_fmt = KMSCTL_STATS_JSON; break;
 		case 'K': a.key_id = optarg; break;
 		case 'p': a.pair = optarg; break;
+		case 'O': a.overlap = optarg; break;
 		case 'P': a.stats_fmt = KMSCTL_STATS_PROMETHEUS; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -1125,6 +1247,8 @@ int main(int argc, char **argv)
 		return cmd_enroll_bulk(&a);
 	if (!strcmp(cmd, "revoke"))
 		return cmd_revoke(&a);
+	if (!strcmp(cmd, "rotate"))
+		return cmd_rotate(&a);
 	if (!strcmp(cmd, "show") || !strcmp(cmd, "list") || !strcmp(cmd, "audit"))
 		return cmd_read(&a, cmd, argc - optind == 2 ? argv[optind + 1] : NULL);
 	if (!strcmp(cmd, "ibe"))

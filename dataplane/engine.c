@@ -379,10 +379,13 @@ static int in_skew(const struct kms_engine *e, uint64_t ts, uint64_t now)
 }
 
 /* Find the party, check it is enrolled, active and of the right kind, and
- * (with a token) that the token names its current key generation. */
+ * (with a token) that the token names its current key generation, or the
+ * previous one within its overlap after a rotation: then @p out carries
+ * that generation and its blob, so the token opens and the reply is sealed
+ * under the key the party used. */
 static uint16_t party_check(struct kms_ks_txn *txn, const struct kms_id *id,
 			    uint8_t kind, const struct kms_token *tok,
-			    struct kms_party *out)
+			    uint64_t now, struct kms_party *out)
 {
 	int rc = kms_ks_party_get(txn, id, out);
 
@@ -394,9 +397,15 @@ static uint16_t party_check(struct kms_ks_txn *txn, const struct kms_id *id,
 		return KMS_ST_PARTY_REVOKED;
 	if (out->kind != kind)
 		return KMS_ST_WRONG_ROLE;
-	if (tok && tok->gen != out->gen)
-		return KMS_ST_AUTH_FAILED;
-	return KMS_ST_OK;
+	if (!tok || tok->gen == out->gen)
+		return KMS_ST_OK;
+	if (out->prev_gen && tok->gen == out->prev_gen &&
+	    now < out->prev_until_ms) {
+		out->gen = out->prev_gen;
+		memcpy(out->blob, out->prev_blob, sizeof(out->blob));
+		return KMS_ST_OK;
+	}
+	return KMS_ST_AUTH_FAILED;
 }
 
 static uint16_t crypto_status(int rc)
@@ -640,9 +649,10 @@ static uint16_t admit_ibe(struct kms_worker *w, struct kms_ks_txn *txn,
 		return KMS_ST_IBE_UNAVAILABLE;
 	if (!in_skew(w->e, r->tok_x.ts_ms, now))
 		return KMS_ST_STALE;
-	st = party_check(txn, &r->id_a, KMS_PARTY_USER, &r->tok_x, &px);
+	st = party_check(txn, &r->id_a, KMS_PARTY_USER, &r->tok_x, now, &px);
 	if (st == KMS_ST_WRONG_ROLE)
-		st = party_check(txn, &r->id_a, KMS_PARTY_AS, &r->tok_x, &px);
+		st = party_check(txn, &r->id_a, KMS_PARTY_AS, &r->tok_x, now,
+				 &px);
 	if (st)
 		return st;
 	rc = ops->key_get(w->crypto, px.blob, KMS_KEY_PARTY, &kx);
@@ -712,12 +722,12 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 	 * current key. The sender of the other token likewise (the AS or B).
 	 * A DEPOSIT also refuses a recipient who could never retrieve. */
 	st = party_check(txn, &r->id_a, KMS_PARTY_USER, dep ? &r->tok_a : NULL,
-			 &pa);
+			 now, &pa);
 	if (!st)
 		st = party_check(txn, x_id, dep ? KMS_PARTY_AS : KMS_PARTY_USER,
-				 &r->tok_x, &px);
+				 &r->tok_x, now, &px);
 	if (!st && dep)
-		st = party_check(txn, &r->id_b, KMS_PARTY_USER, NULL, &pb);
+		st = party_check(txn, &r->id_b, KMS_PARTY_USER, NULL, now, &pb);
 	if (st)
 		return st;
 

@@ -57,6 +57,11 @@ struct kms_party {
 	uint32_t gen;                        /**< current key generation (>= 1) */
 	uint64_t created_ms;
 	uint8_t blob[KMS_HSM_BLOB_LEN];      /**< key, wrapped under the KEK */
+	/** After a rotation: the previous generation, still accepted until
+	 *  prev_until_ms (the overlap); prev_gen 0 = none. */
+	uint32_t prev_gen;
+	uint64_t prev_until_ms;
+	uint8_t prev_blob[KMS_HSM_BLOB_LEN];
 };
 
 struct kms_pair {
@@ -90,6 +95,8 @@ enum kms_audit_event {
 	KMS_AUD_IBE_INIT = 8,       /**< the IBE master secret was created */
 	KMS_AUD_IBE_ISSUE = 9,      /**< IBE private keys issued (id_a: party,
 	                                 id_b: period) */
+	KMS_AUD_ROTATE = 10,        /**< a party key got a new generation
+	                                 (id_a: party, k_gen: the new gen) */
 };
 
 #define KMS_AUDIT_HASH_LEN 32

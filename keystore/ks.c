@@ -441,7 +441,7 @@ int kms_ks_party_get(struct kms_ks_txn *t, const struct kms_id *id,
 int kms_ks_party_put(struct kms_ks_txn *t, const struct kms_id *id,
 		     const struct kms_party *p)
 {
-	uint8_t rec[KS_PARTY_LEN];
+	uint8_t rec[KS_PARTY_V2_LEN];
 	int ret, n;
 
 	ret = txn_check(t, 1);

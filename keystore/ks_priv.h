@@ -22,6 +22,9 @@
 #define KS_REC_AUDIT_V2 2
 
 #define KS_PARTY_LEN (1 + 1 + 1 + 4 + 8 + KMS_HSM_BLOB_LEN)
+/** A party record with a previous generation in its overlap: version 2. */
+#define KS_REC_PARTY_V2 2
+#define KS_PARTY_V2_LEN (KS_PARTY_LEN + 4 + 8 + KMS_HSM_BLOB_LEN)
 #define KS_PAIR_LEN (1 + 4 + 4 + 8 + KMS_HSM_BLOB_LEN)
 #define KS_DEPOSIT_FIXED (1 + 1 + 4 + 4 + 8 + 8 + KMS_PAIR_HASH_LEN + 32 + \
 			  KMS_HSM_BLOB_LEN + 3)

@@ -25,6 +25,12 @@
  *   7  created_ms u64
  *  15  blob[40]
  *
+ * party, version 2 (107 B): version 1's fields (ver u8 = 2), then
+ *  55  prev_gen u32     >= 1, < gen: the generation before the rotation
+ *  59  prev_until_ms u64  accepted until then (the overlap)
+ *  67  prev_blob[40]
+ * Written only while a previous generation is kept; version 1 otherwise.
+ *
  * pair, version 1 (57 B)
  *   0  ver u8 = 1
  *   1  k_gen u32
@@ -49,7 +55,7 @@
  * audit, version 2 (65 B + the three IDs; 65..449 B)
  *   0  ver u8 = 2
  *   1  prev[32]         chain hash of the previous record (zeros: first)
- *  33  event u8         1..9, enum kms_audit_event
+ *  33  event u8         1..10, enum kms_audit_event
  *  34  time_ms u64
  *  42  k_gen u32
  *  46  key_id[16]       zero when not applicable
@@ -185,7 +191,7 @@ static int dep_status_ok(uint8_t status)
 
 static int aud_event_ok(uint8_t event)
 {
-	return event >= KMS_AUD_ENROLL && event <= KMS_AUD_IBE_ISSUE;
+	return event >= KMS_AUD_ENROLL && event <= KMS_AUD_ROTATE;
 }
 
 static int id_field_ok(const char *id, uint8_t len, size_t min)
@@ -197,14 +203,20 @@ int kms_ks_rec_party_enc(const struct kms_party *p, uint8_t *out)
 {
 	uint8_t *w = out;
 
-	if (!party_fields_ok(p->kind, p->status))
+	if (!party_fields_ok(p->kind, p->status) ||
+	    (p->prev_gen && p->prev_gen >= p->gen))
 		return KMS_ERR_INVAL;
-	*w++ = KS_REC_V1;
+	*w++ = p->prev_gen ? KS_REC_PARTY_V2 : KS_REC_V1;
 	*w++ = p->kind;
 	*w++ = p->status;
 	w = wr_u32(w, p->gen);
 	w = wr_u64(w, p->created_ms);
 	w = wr_bytes(w, p->blob, sizeof(p->blob));
+	if (p->prev_gen) {
+		w = wr_u32(w, p->prev_gen);
+		w = wr_u64(w, p->prev_until_ms);
+		w = wr_bytes(w, p->prev_blob, sizeof(p->prev_blob));
+	}
 	return (int)(w - out);
 }
 
@@ -214,14 +226,24 @@ int kms_ks_rec_party_dec(const uint8_t *buf, size_t len,
 	struct rd r = { .p = buf, .left = len };
 	struct kms_party p;
 
+	uint8_t ver;
+
 	memset(&p, 0, sizeof(p));
-	if (rd_u8(&r) != KS_REC_V1)
+	ver = rd_u8(&r);
+	if (ver != KS_REC_V1 && ver != KS_REC_PARTY_V2)
 		return KMS_ERR_CORRUPT;
 	p.kind = rd_u8(&r);
 	p.status = rd_u8(&r);
 	p.gen = rd_u32(&r);
 	p.created_ms = rd_u64(&r);
 	rd_bytes(&r, p.blob, sizeof(p.blob));
+	if (ver == KS_REC_PARTY_V2) {
+		p.prev_gen = rd_u32(&r);
+		p.prev_until_ms = rd_u64(&r);
+		rd_bytes(&r, p.prev_blob, sizeof(p.prev_blob));
+		if (!p.prev_gen || p.prev_gen >= p.gen)
+			return KMS_ERR_CORRUPT;
+	}
 	if (!rd_done(&r) || !party_fields_ok(p.kind, p.status))
 		return KMS_ERR_CORRUPT;
 	*out = p;

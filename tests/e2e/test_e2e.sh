@@ -262,6 +262,41 @@ sys.exit(1 if any(k in b for k in keys for b in blobs) or len(blobs) < 3 else 0)
 PY
 then pass "no K and no party key in clear in the store or the token"; else fail "key bytes found at rest"; fi
 
+# 8b. Key rotation while kmsd serves: D gets generation 2; tokens of
+#     generation 1 are accepted for the overlap (3 s), then AUTH_FAILED.
+D=sip:dave@example.org
+enroll user $D d
+rot_dep() { # NAME: A deposits for D
+  $CLIENT token --key "$W/a.key" --peer $D --out "$W/$1.tok" &&
+  $CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/$1.tok" \
+    --params-out "$W/$1.params" --reply-out "$W/$1.reply" >/dev/null
+}
+rot_ret() { # KEYFILE NAME
+  $CLIENT retrieve --server "$SERVER" --key "$W/$1" --params "$W/$2.params" \
+    --out "$W/$2.$1.k" 2>&1
+}
+rot_dep rd1 || fail "deposit for D"
+"$KMSCTL" -c "$W/kms.conf" rotate --id $D --out "$W/d2.key" --overlap-s 3 \
+  | grep -q "rotated $D to generation 2" && pass "D rotated to generation 2" || fail "rotate D"
+grep -q "^gen = 2$" "$W/d2.key" && pass "new key file names generation 2" || fail "d2.key gen"
+rot_ret d.key rd1 >/dev/null && rot_ret d2.key rd1 >/dev/null \
+  && [ "$(value "$W/rd1.d.key.k" k)" = "$(value "$W/rd1.d2.key.k" k)" ] \
+  && pass "within the overlap both generations retrieve the same K" \
+  || fail "overlap: old or new generation refused"
+"$KMSCTL" -c "$W/kms.conf" show --id $D > "$W/show-d.txt"
+grep -q "gen=2 .*prev_gen=1 " "$W/show-d.txt" \
+  && pass "show: gen 2, previous gen 1 in its overlap" || fail "show after rotate"
+sleep 3.2
+out=$(rot_ret d.key rd1) && fail "generation 1 after the overlap: $out" \
+  || { echo "$out" | grep -q AUTH_FAILED && pass "generation 1 refused after the overlap" \
+       || fail "after overlap: $out"; }
+rot_ret d2.key rd1 >/dev/null && pass "generation 2 still served" || fail "gen 2 after overlap"
+"$KMSCTL" -c "$W/kms.conf" audit > "$W/audit-rot.txt"
+grep -q "rotate actor=kmsctl a=$D .*k_gen=2" "$W/audit-rot.txt" \
+  && pass "rotation audited" || fail "rotation audit record"
+"$KMSCTL" -c "$W/kms.conf" rotate --id sip:nobody@example.org --out "$W/x.key" >/dev/null 2>&1 \
+  && fail "rotating an unknown party" || pass "rotating an unknown party refused"
+
 # 9. Garbage is dropped or refused and kmsd keeps serving.
 printf 'not a kms datagram' | send_udp "$(server_host)" "$(server_port)"
 head -c 1472 /dev/urandom | send_udp "$(server_host)" "$(server_port)"

@@ -1058,6 +1058,36 @@ static void test_codec(void **state)
 	rec[1] = 3;
 	assert_int_equal(kms_ks_rec_party_dec(rec, (size_t)n, &p),
 			 KMS_ERR_CORRUPT);
+	/* Version 2: a previous generation in its overlap, after the v1 part. */
+	{
+		struct kms_party q, q2;
+
+		mk_party(&q, 3);
+		q.gen = 5;
+		q.prev_gen = 4;
+		q.prev_until_ms = 0x1122334455667788ULL;
+		memset(q.prev_blob, 0xab, sizeof(q.prev_blob));
+		n = kms_ks_rec_party_enc(&q, rec);
+		assert_int_equal(n, KS_PARTY_V2_LEN);
+		assert_int_equal(rec[0], 2);
+		assert_int_equal(get_be32(rec + 55), 4);
+		assert_true(get_be64(rec + 59) == 0x1122334455667788ULL);
+		assert_memory_equal(rec + 67, q.prev_blob, KMS_HSM_BLOB_LEN);
+		check_codec(dec_party, rec, (size_t)n, sizeof(q));
+		assert_int_equal(kms_ks_rec_party_dec(rec, (size_t)n, &q2), KMS_OK);
+		assert_int_equal(q2.prev_gen, 4);
+		assert_int_equal(q2.gen, 5);
+		assert_memory_equal(q2.prev_blob, q.prev_blob, KMS_HSM_BLOB_LEN);
+		/* prev_gen must be below gen, and not 0 in a v2 record. */
+		rec[58] = 5;
+		assert_int_equal(kms_ks_rec_party_dec(rec, (size_t)n, &q2),
+				 KMS_ERR_CORRUPT);
+		rec[55] = rec[56] = rec[57] = rec[58] = 0;
+		assert_int_equal(kms_ks_rec_party_dec(rec, (size_t)n, &q2),
+				 KMS_ERR_CORRUPT);
+		q.prev_gen = 5;
+		assert_int_equal(kms_ks_rec_party_enc(&q, rec), KMS_ERR_INVAL);
+	}
 
 	mk_pair(&pr);
 	n = kms_ks_rec_pair_enc(&pr, rec);
@@ -1095,7 +1125,7 @@ static void test_codec(void **state)
 	check_codec(dec_audit, rec, (size_t)n, sizeof(a));
 	assert_int_equal(kms_ks_rec_audit_dec(rec, (size_t)n, &a, prev2), KMS_OK);
 	assert_memory_equal(prev2, prev, sizeof(prev));
-	rec[1 + KMS_AUDIT_HASH_LEN] = KMS_AUD_IBE_ISSUE + 1; /* no such event */
+	rec[1 + KMS_AUDIT_HASH_LEN] = KMS_AUD_ROTATE + 1; /* no such event */
 	assert_int_equal(kms_ks_rec_audit_dec(rec, (size_t)n, &a, prev2),
 			 KMS_ERR_CORRUPT);
 }
