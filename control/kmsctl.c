@@ -14,6 +14,7 @@
  *   kmsctl -c CONF list
  *   kmsctl -c CONF audit
  *   kmsctl -c CONF ibe init|show [--out PARAMS]
+ *   kmsctl -c CONF kek-rotate | kek-status
  *   kmsctl gba-derive --gba-ks FILE --rand HEX --impi IMPI --naf-fqdn FQDN
  *                     --ua-id HEX --id ID --out KEYFILE
  *
@@ -39,6 +40,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -49,7 +52,9 @@
 #include "kms_gba.h"
 #include "kms_hsm.h"
 #include "kms_keyfile.h"
+#include "kms_kekrot.h"
 #include "kms_kgc.h"
+#include "kms_ctl.h"
 #include "kms_ks.h"
 #include "kms_log.h"
 #include "kms_secmem.h"
@@ -111,6 +116,11 @@ static void usage(FILE *f)
 		"                               max_retrievals. Stored, audited and applied\n"
 		"                               without stopping traffic\n"
 		"  policy clear --domain D | --pair A,B   remove an override\n"
+		"  kek-rotate                   re-wrap every stored key under a new KEK,\n"
+		"                               then destroy the old one: live through\n"
+		"                               kmsd (it keeps serving), or offline with\n"
+		"                               kmsd stopped; resumes an interrupted one\n"
+		"  kek-status                   progress (live) or the token's KEKs\n"
 		"  ibe init [--out PARAMS]      create the identity-based master secret (HSM\n"
 		"                               RNG, wrapped under the KEK) for MIKEY-IBAKE;\n"
 		"                               kmsd loads it at start\n"
@@ -1029,12 +1039,131 @@ out:
 	return rc ? 1 : 0;
 }
 
+/* Is a kmsd serving @p path? 1 yes, 0 no (no socket, or a stale one), -1
+ * cannot tell (then nothing may assume kmsd is stopped). */
+static int kmsd_serving(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, rc, e;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	e = errno;
+	close(fd);
+	if (!rc)
+		return 1;
+	return e == ENOENT || e == ECONNREFUSED ? 0 : -1;
+}
+
+static void print_kekrot(json_t *k)
+{
+	printf("kek rotation: %s%s, %lld record(s) visited, %lld blob(s) "
+	       "re-wrapped, %lld pass(es)%s%s\n",
+	       json_is_true(json_object_get(k, "running")) ? "running" : "",
+	       json_is_true(json_object_get(k, "done")) ? "done" :
+	       json_is_true(json_object_get(k, "running")) ? "" : "not done",
+	       (long long)json_integer_value(json_object_get(k, "visited")),
+	       (long long)json_integer_value(json_object_get(k, "rewrapped")),
+	       (long long)json_integer_value(json_object_get(k, "passes")),
+	       *json_string_value(json_object_get(k, "error")) ? ", error: " : "",
+	       json_string_value(json_object_get(k, "error")));
+}
+
+/* One control request; the reply's "kek_rotation" object, or NULL. */
+static json_t *kek_call(const char *path, const char *line)
+{
+	json_t *r, *k;
+	char err[512];
+
+	if (kms_ctl_call(path, line, &r, err, sizeof(err))) {
+		fprintf(stderr, "kmsctl: %s\n", err);
+		return NULL;
+	}
+	if (!json_is_true(json_object_get(r, "ok"))) {
+		fprintf(stderr, "kmsctl: kmsd refused: %s\n",
+			json_string_value(json_object_get(r, "error")));
+		json_decref(r);
+		return NULL;
+	}
+	k = json_incref(json_object_get(r, "kek_rotation"));
+	json_decref(r);
+	return k;
+}
+
+/*
+ * kek-rotate: through the running kmsd (live, while it serves), polling
+ * its progress until done; with kmsd stopped, here. kek-status: progress
+ * (live) or the token's KEKs (offline).
+ */
+static int cmd_kek(struct args *a, int rotate)
+{
+	struct kms_kekrot_progress pg;
+	struct kms_kekrot_conf conf = { .batch = 64, .actor = "kmsctl",
+					.progress = &pg };
+	struct kms_hsm *hsm = NULL;
+	struct kms_ks *ks = NULL;
+	unsigned cur = 0, next = 0;
+	char path[128];
+	json_t *k;
+	int live, rc;
+
+	if (kms_config_ctl_path(&a->cfg, path, sizeof(path))) {
+		fprintf(stderr, "kmsctl: control socket path too long\n");
+		return 2;
+	}
+	live = kmsd_serving(path);
+	if (live < 0) {
+		fprintf(stderr, "kmsctl: cannot tell whether kmsd serves %s "
+			"(permissions?): nothing done\n", path);
+		return 1;
+	}
+	if (live) {
+		k = kek_call(path, rotate ? "kek-rotate" : "kek-status");
+		while (k && rotate && json_is_true(json_object_get(k, "running"))) {
+			json_decref(k);
+			usleep(200 * 1000);
+			k = kek_call(path, "kek-status");
+		}
+		if (!k)
+			return 1;
+		print_kekrot(k);
+		rc = rotate && !json_is_true(json_object_get(k, "done"));
+		json_decref(k);
+		return rc;
+	}
+	if (open_all(a, 0, &hsm, &ks))
+		return 1;
+	if (rotate) {
+		rc = kms_kek_rotate(ks, hsm, &conf);
+		printf("kek rotation (offline): %s, %llu record(s) visited, %llu "
+		       "blob(s) re-wrapped, %u pass(es)\n",
+		       rc ? kms_strerror(rc) : "done",
+		       (unsigned long long)pg.visited,
+		       (unsigned long long)pg.rewrapped, pg.passes);
+	} else {
+		rc = kms_hsm_kek_state(hsm, &cur, &next);
+		if (!rc)
+			printf("kmsd is not running; the token holds %u KEK(s) "
+			       "labelled '%s' and %u being rotated in%s\n", cur,
+			       a->cfg.kek_label, next,
+			       next ? " (run kmsctl kek-rotate to finish)" : "");
+	}
+	kms_ks_close(ks);
+	kms_hsm_close(hsm);
+	return rc ? 1 : 0;
+}
+
 static const char *audit_event_name(uint8_t e)
 {
 	static const char *const ev[] = { "?", "enroll", "revoke", "key-new",
 					  "key-reuse", "key-retrieve", "init",
 					  "policy", "ibe-init", "ibe-issue",
-					  "rotate" };
+					  "rotate", "kek-rotate" };
 
 	return e < sizeof(ev) / sizeof(ev[0]) ? ev[e] : "?";
 }
@@ -1253,6 +1382,8 @@ int main(int argc, char **argv)
 		return cmd_read(&a, cmd, argc - optind == 2 ? argv[optind + 1] : NULL);
 	if (!strcmp(cmd, "ibe"))
 		return cmd_ibe(&a, argc - optind == 2 ? argv[optind + 1] : "");
+	if (!strcmp(cmd, "kek-rotate") || !strcmp(cmd, "kek-status"))
+		return cmd_kek(&a, !strcmp(cmd, "kek-rotate"));
 	if (!strcmp(cmd, "stats") || !strcmp(cmd, "policy")) {
 		char path[128];
 

@@ -31,6 +31,7 @@ struct kms_ckey {
 struct pooled {
 	uint8_t *key;                    /* in the pool's secmem arena */
 	uint8_t blob[KMS_HSM_BLOB_LEN];
+	uint32_t epoch;                  /* KEK epoch its blob was made in */
 };
 
 struct offload {
@@ -90,6 +91,11 @@ static int key_new(void *state, uint8_t blob[KMS_HSM_BLOB_LEN],
 
 	if (idx < 0)
 		return KMS_ERR_BUSY;
+	/* A KEK rotation began or ended since these were made: their blobs
+	 * may be under a KEK that is going away. Never store them. */
+	while (o->npool && o->pool[o->npool - 1].epoch !=
+			   kms_hsm_kek_epoch(o->hsm))
+		explicit_bzero(o->pool[--o->npool].key, KMS_HSM_KEY_LEN);
 	if (o->npool) {
 		/* A key made while idle: no HSM call on the request path. */
 		struct pooled *p = &o->pool[--o->npool];
@@ -194,6 +200,7 @@ static unsigned refill(void *state, unsigned max)
 	while (made < max && o->npool < KMS_CRYPTO_POOL_MAX) {
 		struct pooled *p = &o->pool[o->npool];
 
+		p->epoch = kms_hsm_kek_epoch(o->hsm);
 		if (kms_hsm_new_key(o->hsm, p->key, p->blob)) {
 			explicit_bzero(p->key, KMS_HSM_KEY_LEN);
 			break; /* the request path will meet the error itself */

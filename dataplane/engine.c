@@ -216,6 +216,17 @@ int kms_engine_policy_swap(struct kms_engine *e, const struct kms_policy_set *ps
 	return KMS_OK;
 }
 
+void kms_engine_sync(struct kms_engine *e)
+{
+	(void)e;
+	urcu_bp_synchronize_rcu();
+}
+
+struct kms_hsm *kms_engine_hsm(struct kms_engine *e)
+{
+	return e->hsm;
+}
+
 void kms_engine_policy_get(struct kms_engine *e, struct kms_policy_set *out)
 {
 	urcu_bp_read_lock();

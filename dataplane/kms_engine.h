@@ -148,6 +148,13 @@ void kms_engine_policy_get(struct kms_engine *e, struct kms_policy_set *out);
 /** The crypto mode's name ("offload", "hsm"). */
 const char *kms_engine_crypto_mode(const struct kms_engine *e);
 
+/** Wait until every worker batch that began before the call has ended
+ *  (an RCU grace period: batches run inside read-side sections). */
+void kms_engine_sync(struct kms_engine *e);
+
+/** The HSM the engine was created with. */
+struct kms_hsm *kms_engine_hsm(struct kms_engine *e);
+
 /** The number of workers the engine was created for. */
 unsigned kms_engine_nworkers(const struct kms_engine *e);
 

@@ -30,6 +30,7 @@
 #include "kms_log.h"
 #include "kms_secmem.h"
 #include "kms_sockio.h"
+#include "kmsd_kekrot.h"
 #include "kmsd_ctl.h"
 #ifdef KMS_HAVE_DPDK
 #include <arpa/inet.h>
@@ -181,6 +182,7 @@ static int run_socket(const struct kms_config *cfg, struct kms_engine *eng,
 		;
 	KMS_INFO("stopping on %s: draining queued requests", strsignal(sig));
 	kms_ctl_stop(ctl);
+	kmsd_kekrot_stop();
 	kms_sockio_stop(io, &st, &ios);
 	print_socket_stats(&ios, &st);
 	return KMS_OK;
@@ -263,6 +265,7 @@ static int run_dpdk(const struct kms_config *cfg, struct kms_engine *eng,
 	else
 		KMS_INFO("stopped: queued requests drained");
 	kms_ctl_stop(ctl);
+	kmsd_kekrot_stop();
 	kms_dp_read_stats(dp, &ios, &st);
 	print_dpdk_stats(&ios, &st);
 	kms_dp_destroy(dp);

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "kmsd_ctl.h"
+#include "kmsd_kekrot.h"
 #include "kms_err.h"
 #include "kms_log.h"
 
@@ -366,6 +367,52 @@ static int cmd_policy_clear(void *arg, int argc, char **argv, json_t *reply,
 	return policy_commit(src, &ps, what, reply, err, errlen);
 }
 
+static json_t *kekrot_json(void)
+{
+	struct kms_kekrot_progress pg;
+
+	kmsd_kekrot_status(&pg);
+	return json_pack("{s:b, s:b, s:I, s:I, s:i, s:s}", "running", pg.running,
+			 "done", pg.done, "visited", (json_int_t)pg.visited,
+			 "rewrapped", (json_int_t)pg.rewrapped, "passes",
+			 (int)pg.passes, "error",
+			 pg.error ? kms_strerror(pg.error) : "");
+}
+
+/* kek-rotate: start re-wrapping the store under a new KEK, live. */
+static int cmd_kek_rotate(void *arg, int argc, char **argv, json_t *reply,
+			  char *err, size_t errlen)
+{
+	const struct kmsd_ctl_src *src = arg;
+	int rc;
+
+	(void)argv;
+	if (argc != 1) {
+		snprintf(err, errlen, "kek-rotate takes no arguments");
+		return -1;
+	}
+	rc = kmsd_kekrot_start(src->ks, src->eng);
+	if (rc) {
+		snprintf(err, errlen, "%s", rc == KMS_ERR_BUSY ?
+			 "a KEK rotation is already running (kek-status)" :
+			 kms_strerror(rc));
+		return -1;
+	}
+	return json_object_set_new(reply, "kek_rotation", kekrot_json());
+}
+
+static int cmd_kek_status(void *arg, int argc, char **argv, json_t *reply,
+			  char *err, size_t errlen)
+{
+	(void)arg;
+	(void)argv;
+	if (argc != 1) {
+		snprintf(err, errlen, "kek-status takes no arguments");
+		return -1;
+	}
+	return json_object_set_new(reply, "kek_rotation", kekrot_json());
+}
+
 int kmsd_ctl_start(const char *path, struct kmsd_ctl_src *src,
 		   struct kms_ctl **out)
 {
@@ -380,6 +427,11 @@ int kmsd_ctl_start(const char *path, struct kmsd_ctl_src *src,
 		  "live", 1, cmd_policy_set, src },
 		{ "policy-clear", "domain=D | pair=A,B: remove an override (stored, audited, "
 		  "applied live)", 1, cmd_policy_clear, src },
+		{ "kek-rotate", "re-wrap every stored key under a new KEK while "
+		  "serving, then destroy the old KEK (audited; kek-status)", 1,
+		  cmd_kek_rotate, src },
+		{ "kek-status", "progress of the running or last KEK rotation", 0,
+		  cmd_kek_status, src },
 	};
 
 	return kms_ctl_start(path, cmds, sizeof(cmds) / sizeof(cmds[0]), out);

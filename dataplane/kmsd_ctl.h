@@ -9,15 +9,6 @@
 #include "kmsd_purge.h"
 #ifdef KMS_HAVE_DPDK
 #include "kms_dpdk.h"
-/**
- * The policy set kmsd starts with: the store's meta record "policy" if
- * there is one (it was set live and persisted), else @p dflt with no
- * overrides. @return KMS_OK, KMS_ERR_CORRUPT (the stored policy does not
- * parse: logged), or a store error.
- */
-int kmsd_policy_load(struct kms_ks *ks, const struct kms_policy *dflt,
-		     struct kms_policy_set *out);
-
 #endif
 
 /** Where the commands read from: one of @p io / @p dp is set. */

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -417,7 +418,10 @@ int kms_hsm_open(const struct kms_hsm_config *cfg, struct kms_hsm **out)
 	hsm->login.hsm = hsm;
 	hsm->login.kek = CK_INVALID_HANDLE;
 	hsm->kek_label = strdup(cfg->kek_label);
-	if (!hsm->kek_label) {
+	hsm->kek_next_label = malloc(strlen(cfg->kek_label) + sizeof(".next"));
+	if (hsm->kek_next_label)
+		sprintf(hsm->kek_next_label, "%s.next", cfg->kek_label);
+	if (!hsm->kek_label || !hsm->kek_next_label) {
 		ret = KMS_ERR_NOMEM;
 		goto out;
 	}
@@ -455,15 +459,15 @@ void kms_hsm_close(struct kms_hsm *hsm)
 	if (hsm->dl)
 		dlclose(hsm->dl);
 	free(hsm->kek_label);
+	free(hsm->kek_next_label);
 	pthread_mutex_destroy(&hsm->lock);
 	free(hsm);
 }
 
-/* Look the KEK up by class and label; *n is how many matched (0..2). */
-static int find_kek(struct kms_hsm_session *s, CK_OBJECT_HANDLE *kek,
-		    CK_ULONG *n)
+/* Look a secret key up by label; *n is how many matched (0..2). */
+static int find_label(struct kms_hsm_session *s, const char *label,
+		      CK_OBJECT_HANDLE *kek, CK_ULONG *n)
 {
-	const char *label = s->hsm->kek_label;
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
 	CK_ATTRIBUTE tmpl[] = {
 		{ CKA_CLASS, &cls, sizeof(cls) },
@@ -496,7 +500,54 @@ out:
 	return ret;
 }
 
-int kms_hsm_kek_create(struct kms_hsm *hsm)
+/*
+ * The session's KEKs. Normally one, labelled kek_label. During a rotation
+ * (an object labelled "<kek_label>.next" exists) new blobs are wrapped
+ * under the next KEK and a blob is unwrapped under either. After a crash
+ * between destroying the old KEK and relabelling the new one, the next KEK
+ * alone is the KEK.
+ */
+static int find_keks(struct kms_hsm_session *s)
+{
+	CK_OBJECT_HANDLE base = CK_INVALID_HANDLE, next = CK_INVALID_HANDLE;
+	CK_ULONG nb = 0, nn = 0;
+	uint32_t epoch = __atomic_load_n(&s->hsm->kek_epoch, __ATOMIC_ACQUIRE);
+	int ret;
+
+	ret = find_label(s, s->hsm->kek_label, &base, &nb);
+	if (ret == KMS_OK)
+		ret = find_label(s, s->hsm->kek_next_label, &next, &nn);
+	if (ret != KMS_OK)
+		return ret;
+	if (nb == 0 && nn == 0) {
+		KMS_ERR("hsm: no KEK labelled '%s' on the token (run `kmsctl init`)",
+			s->hsm->kek_label);
+		return KMS_ERR_NOTFOUND;
+	}
+	if (nb > 1 || nn > 1)
+		KMS_WARN("hsm: several keys labelled '%s': using the first",
+			 nb > 1 ? s->hsm->kek_label : s->hsm->kek_next_label);
+	s->kek = nn ? next : base;
+	s->kek_alt = nn && nb ? base : CK_INVALID_HANDLE;
+	s->epoch = epoch;
+	return KMS_OK;
+}
+
+/* Before a wrap or unwrap: look the KEKs up again after a rotation step. */
+static int keks_current(struct kms_hsm_session *s)
+{
+	if (__atomic_load_n(&s->hsm->kek_epoch, __ATOMIC_ACQUIRE) == s->epoch)
+		return KMS_OK;
+	return find_keks(s);
+}
+
+static void kek_epoch_bump(struct kms_hsm *hsm)
+{
+	__atomic_add_fetch(&hsm->kek_epoch, 1, __ATOMIC_RELEASE);
+}
+
+/* A new KEK token object labelled @p label (none may exist yet). */
+static int kek_make(struct kms_hsm *hsm, const char *label)
 {
 	struct kms_hsm_session *s = &hsm->login;
 	CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
@@ -508,7 +559,7 @@ int kms_hsm_kek_create(struct kms_hsm *hsm)
 		{ CKA_CLASS, &cls, sizeof(cls) },
 		{ CKA_KEY_TYPE, &type, sizeof(type) },
 		{ CKA_VALUE_LEN, &len, sizeof(len) },
-		{ CKA_LABEL, hsm->kek_label, strlen(hsm->kek_label) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
 		{ CKA_TOKEN, &yes, sizeof(yes) },
 		{ CKA_PRIVATE, &yes, sizeof(yes) },
 		{ CKA_SENSITIVE, &yes, sizeof(yes) },
@@ -525,11 +576,11 @@ int kms_hsm_kek_create(struct kms_hsm *hsm)
 	CK_RV rv;
 
 	pthread_mutex_lock(&hsm->lock);
-	ret = find_kek(s, &key, &n);
+	ret = find_label(s, label, &key, &n);
 	if (ret != KMS_OK)
 		goto out;
 	if (n > 0) {
-		KMS_ERR("hsm: a key labelled '%s' already exists", hsm->kek_label);
+		KMS_INFO("hsm: a key labelled '%s' already exists", label);
 		ret = KMS_ERR_EXISTS;
 		goto out;
 	}
@@ -539,16 +590,98 @@ int kms_hsm_kek_create(struct kms_hsm *hsm)
 		ret = KMS_ERR_HSM;
 		goto out;
 	}
-	KMS_INFO("hsm: created KEK '%s'", hsm->kek_label);
+	KMS_INFO("hsm: created KEK '%s'", label);
 out:
 	pthread_mutex_unlock(&hsm->lock);
 	return ret;
 }
 
+int kms_hsm_kek_create(struct kms_hsm *hsm)
+{
+	return kek_make(hsm, hsm->kek_label);
+}
+
+int kms_hsm_kek_state(struct kms_hsm *hsm, unsigned *current,
+		      unsigned *next)
+{
+	CK_OBJECT_HANDLE h;
+	CK_ULONG nb = 0, nn = 0;
+	int ret;
+
+	pthread_mutex_lock(&hsm->lock);
+	ret = find_label(&hsm->login, hsm->kek_label, &h, &nb);
+	if (ret == KMS_OK)
+		ret = find_label(&hsm->login, hsm->kek_next_label, &h, &nn);
+	pthread_mutex_unlock(&hsm->lock);
+	if (ret == KMS_OK) {
+		*current = (unsigned)nb;
+		*next = (unsigned)nn;
+	}
+	return ret;
+}
+
+int kms_hsm_kek_next_create(struct kms_hsm *hsm)
+{
+	int ret = kek_make(hsm, hsm->kek_next_label);
+
+	/* Sessions wrap under the next KEK from their next call on. */
+	if (ret == KMS_OK || ret == KMS_ERR_EXISTS)
+		kek_epoch_bump(hsm);
+	return ret;
+}
+
+int kms_hsm_kek_finish(struct kms_hsm *hsm)
+{
+	struct kms_hsm_session *s = &hsm->login;
+	CK_OBJECT_HANDLE base = CK_INVALID_HANDLE, next = CK_INVALID_HANDLE;
+	CK_ULONG nb = 0, nn = 0;
+	CK_ATTRIBUTE label = { CKA_LABEL, hsm->kek_label,
+			       strlen(hsm->kek_label) };
+	int ret;
+	CK_RV rv;
+
+	pthread_mutex_lock(&hsm->lock);
+	ret = find_label(s, hsm->kek_label, &base, &nb);
+	if (ret == KMS_OK)
+		ret = find_label(s, hsm->kek_next_label, &next, &nn);
+	if (ret != KMS_OK)
+		goto out;
+	if (nn == 0) {
+		ret = nb ? KMS_OK : KMS_ERR_NOTFOUND; /* nothing to finish */
+		goto out;
+	}
+	/* Old KEK first: a crash after this leaves the next KEK alone, which
+	 * find_keks() then takes as the KEK. */
+	if (nb) {
+		rv = P11(s, C_DestroyObject, s->h, base);
+		if (rv != CKR_OK) {
+			log_ckr("C_DestroyObject (old KEK)", rv);
+			ret = KMS_ERR_HSM;
+			goto out;
+		}
+	}
+	rv = P11(s, C_SetAttributeValue, s->h, next, &label, 1);
+	if (rv != CKR_OK) {
+		log_ckr("C_SetAttributeValue (KEK label)", rv);
+		ret = KMS_ERR_HSM;
+		goto out;
+	}
+	KMS_INFO("hsm: KEK rotated: the old KEK is destroyed, '%s' is the "
+		 "new one", hsm->kek_label);
+out:
+	pthread_mutex_unlock(&hsm->lock);
+	kek_epoch_bump(hsm);
+	return ret;
+}
+
+uint32_t kms_hsm_kek_epoch(const struct kms_hsm_session *s)
+{
+	return __atomic_load_n(&s->hsm->kek_epoch, __ATOMIC_ACQUIRE);
+}
+
 int kms_hsm_session_open(struct kms_hsm *hsm, struct kms_hsm_session **out)
 {
 	struct kms_hsm_session *s = NULL;
-	CK_ULONG n = 0;
 	int ret = KMS_ERR_INVAL;
 	CK_RV rv;
 
@@ -561,6 +694,7 @@ int kms_hsm_session_open(struct kms_hsm *hsm, struct kms_hsm_session **out)
 	s->hsm = hsm;
 	s->p11 = hsm->p11;
 	s->kek = CK_INVALID_HANDLE;
+	s->kek_alt = CK_INVALID_HANDLE;
 	pthread_mutex_lock(&hsm->lock);
 	rv = P11(s, C_OpenSession, hsm->slot, SESSION_FLAGS, NULL, NULL, &s->h);
 	pthread_mutex_unlock(&hsm->lock);
@@ -569,18 +703,9 @@ int kms_hsm_session_open(struct kms_hsm *hsm, struct kms_hsm_session **out)
 		ret = KMS_ERR_HSM;
 		goto out;
 	}
-	ret = find_kek(s, &s->kek, &n);
+	ret = find_keks(s);
 	if (ret != KMS_OK)
 		goto out;
-	if (n == 0) {
-		KMS_ERR("hsm: no KEK labelled '%s' on the token (run `kmsctl init`)",
-			hsm->kek_label);
-		ret = KMS_ERR_NOTFOUND;
-		goto out;
-	}
-	if (n > 1)
-		KMS_WARN("hsm: several keys labelled '%s': using the first",
-			 hsm->kek_label);
 	*out = s;
 	s = NULL;
 out:
@@ -655,6 +780,8 @@ int kms_hsm_wrap(struct kms_hsm_session *s, const uint8_t key[KMS_HSM_KEY_LEN],
 	int ret = KMS_ERR_HSM;
 	CK_RV rv;
 
+	if (keks_current(s) != KMS_OK)
+		return KMS_ERR_HSM;
 	rv = P11(s, C_CreateObject, s->h, tmpl, ARRAY_SIZE(tmpl), &tmp);
 	if (rv != CKR_OK) {
 		log_ckr("C_CreateObject (key to wrap)", rv);
@@ -682,15 +809,33 @@ out:
 
 /* C_UnwrapKey of a blob under the KEK with template @p tmpl; on failure
  * *obj is CK_INVALID_HANDLE (never trust what a failed call wrote). */
-static CK_RV unwrap_obj(struct kms_hsm_session *s, const uint8_t *blob,
-			CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *obj)
+static CK_RV unwrap_with(struct kms_hsm_session *s, CK_OBJECT_HANDLE kek,
+			 const uint8_t *blob, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+			 CK_OBJECT_HANDLE *obj)
 {
 	CK_MECHANISM mech = { CKM_AES_KEY_WRAP, NULL, 0 };
-	CK_RV rv = P11(s, C_UnwrapKey, s->h, &mech, s->kek, (CK_BYTE_PTR)blob,
+	CK_RV rv = P11(s, C_UnwrapKey, s->h, &mech, kek, (CK_BYTE_PTR)blob,
 		       KMS_HSM_BLOB_LEN, tmpl, n, obj);
 
 	if (rv != CKR_OK)
 		*obj = CK_INVALID_HANDLE;
+	return rv;
+}
+
+/* During a KEK rotation a blob is under the next KEK or the previous one:
+ * the RFC 3394 integrity check tells which. */
+static CK_RV unwrap_obj(struct kms_hsm_session *s, const uint8_t *blob,
+			CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *obj)
+{
+	CK_RV rv;
+
+	if (keks_current(s) != KMS_OK) {
+		*obj = CK_INVALID_HANDLE;
+		return CKR_DEVICE_ERROR;
+	}
+	rv = unwrap_with(s, s->kek, blob, tmpl, n, obj);
+	if (rv != CKR_OK && s->kek_alt != CK_INVALID_HANDLE)
+		rv = unwrap_with(s, s->kek_alt, blob, tmpl, n, obj);
 	return rv;
 }
 
@@ -807,6 +952,54 @@ int kms_hsm_unwrap(struct kms_hsm_session *s,
 	else if (rv != CKR_OK)	/* else C_UnwrapKey worked, a later step failed */
 		ret = unwrap_failure(s, rv);
 	explicit_bzero(key, sizeof(key));
+	return ret;
+}
+
+int kms_hsm_rewrap(struct kms_hsm_session *s,
+		   const uint8_t blob[KMS_HSM_BLOB_LEN],
+		   uint8_t out[KMS_HSM_BLOB_LEN])
+{
+	CK_MECHANISM mech = { CKM_AES_KEY_WRAP, NULL, 0 };
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE type = CKK_AES;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	/* Sensitive: its value is never readable; extractable only so that
+	 * C_WrapKey can wrap it under the next KEK. */
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_KEY_TYPE, &type, sizeof(type) },
+		{ CKA_TOKEN, &no, sizeof(no) },
+		{ CKA_SENSITIVE, &yes, sizeof(yes) },
+		{ CKA_EXTRACTABLE, &yes, sizeof(yes) },
+	};
+	CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
+	uint8_t wrapped[KMS_HSM_BLOB_LEN];
+	CK_ULONG wrapped_len = sizeof(wrapped);
+	int ret = KMS_ERR_HSM;
+	CK_RV rv;
+
+	if (keks_current(s) != KMS_OK)
+		return KMS_ERR_HSM;
+	if (s->kek_alt == CK_INVALID_HANDLE)
+		return KMS_ERR_INVAL; /* no rotation in progress */
+	/* Already under the next KEK: nothing to do. */
+	rv = unwrap_with(s, s->kek, blob, tmpl, ARRAY_SIZE(tmpl), &obj);
+	if (rv == CKR_OK) {
+		ret = destroy_tmp(s, obj);
+		return ret == KMS_OK ? KMS_ERR_EXISTS : ret;
+	}
+	rv = unwrap_with(s, s->kek_alt, blob, tmpl, ARRAY_SIZE(tmpl), &obj);
+	if (rv != CKR_OK)
+		return unwrap_failure(s, rv);
+	rv = P11(s, C_WrapKey, s->h, &mech, s->kek, obj, wrapped, &wrapped_len);
+	if (rv != CKR_OK)
+		log_ckr("C_WrapKey (rewrap)", rv);
+	else if (wrapped_len == KMS_HSM_BLOB_LEN)
+		ret = KMS_OK;
+	if (destroy_tmp(s, obj) != KMS_OK)
+		ret = KMS_ERR_HSM;
+	if (ret == KMS_OK)
+		memcpy(out, wrapped, sizeof(wrapped));
 	return ret;
 }
 

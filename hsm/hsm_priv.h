@@ -23,8 +23,13 @@ struct kms_hsm_session {
 	struct kms_hsm *hsm;
 	CK_FUNCTION_LIST_PTR p11;
 	CK_SESSION_HANDLE h;
-	CK_OBJECT_HANDLE kek;     /**< found once at open; CK_INVALID_HANDLE
-	                               for the hsm's own login session */
+	CK_OBJECT_HANDLE kek;     /**< wraps; found at open and again after a
+	                               KEK epoch change; CK_INVALID_HANDLE for
+	                               the hsm's own login session */
+	CK_OBJECT_HANDLE kek_alt; /**< during a KEK rotation: the previous KEK,
+	                               tried when a blob does not unwrap under
+	                               @kek; else CK_INVALID_HANDLE */
+	uint32_t epoch;           /**< hsm->kek_epoch when the KEKs were found */
 	uint64_t calls;           /**< PKCS#11 calls made on this session */
 };
 
@@ -33,6 +38,12 @@ struct kms_hsm {
 	CK_FUNCTION_LIST_PTR p11;
 	CK_SLOT_ID slot;
 	char *kek_label;
+	char *kek_next_label;     /**< "<kek_label>.next": the KEK being
+	                               rotated in */
+	/** Bumped (atomically) when a KEK rotation starts or ends: every
+	 *  session then looks its KEKs up again before its next wrap or
+	 *  unwrap. */
+	uint32_t kek_epoch;
 	/*
 	 * Serialises C_OpenSession/C_CloseSession (SoftHSM2 can invalidate
 	 * other threads' sessions when they race) and every use of @login.

@@ -89,6 +89,44 @@ void kms_hsm_session_close(struct kms_hsm_session *s);
  */
 int kms_hsm_kek_create(struct kms_hsm *hsm);
 
+/*
+ * KEK rotation. A rotation creates a second KEK, labelled "<kek_label>.next";
+ * from then on every session wraps new blobs under it and unwraps a blob
+ * under whichever of the two KEKs its RFC 3394 integrity check accepts.
+ * Each stored blob is then re-wrapped (kms_hsm_rewrap, inside the HSM: the
+ * key never reaches host memory). kms_hsm_kek_finish destroys the old KEK
+ * and gives the new one the old label. Sessions notice each step through
+ * an epoch counter and look their KEKs up again (one C_FindObjects).
+ * control/kms_kekrot.h drives the whole rotation.
+ */
+
+/** How many KEKs are labelled kek_label (@p current) and
+ *  "<kek_label>.next" (@p next). @return KMS_OK or KMS_ERR_HSM. */
+int kms_hsm_kek_state(struct kms_hsm *hsm, unsigned *current, unsigned *next);
+
+/** Start a rotation: create the next KEK (KMS_ERR_EXISTS: it exists, a
+ *  rotation is resumed). Either way sessions wrap under it from now on. */
+int kms_hsm_kek_next_create(struct kms_hsm *hsm);
+
+/**
+ * Re-wrap @p blob under the next KEK into @p out.
+ * @return KMS_OK; KMS_ERR_EXISTS if @p blob is already under the next KEK
+ *         (@p out untouched); KMS_ERR_AUTH if it opens under neither;
+ *         KMS_ERR_INVAL if no rotation is in progress; KMS_ERR_HSM.
+ */
+int kms_hsm_rewrap(struct kms_hsm_session *s,
+		   const uint8_t blob[KMS_HSM_BLOB_LEN],
+		   uint8_t out[KMS_HSM_BLOB_LEN]);
+
+/** End a rotation: destroy the old KEK, relabel the next one kek_label.
+ *  Only once no stored blob is under the old KEK. @return KMS_OK,
+ *  KMS_ERR_NOTFOUND (no KEK at all), KMS_ERR_HSM. */
+int kms_hsm_kek_finish(struct kms_hsm *hsm);
+
+/** The KEK epoch (changes at each rotation step): pre-made blobs of
+ *  another epoch may be under a KEK that is going away. */
+uint32_t kms_hsm_kek_epoch(const struct kms_hsm_session *s);
+
 /** Fill @p buf with @p len bytes from C_GenerateRandom.
  *  @return KMS_OK or KMS_ERR_HSM. */
 int kms_hsm_random(struct kms_hsm_session *s, uint8_t *buf, size_t len);

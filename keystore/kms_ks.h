@@ -97,6 +97,7 @@ enum kms_audit_event {
 	                                 id_b: period) */
 	KMS_AUD_ROTATE = 10,        /**< a party key got a new generation
 	                                 (id_a: party, k_gen: the new gen) */
+	KMS_AUD_KEK_ROTATE = 11,    /**< KEK rotation (id_a: "start" or "done") */
 };
 
 #define KMS_AUDIT_HASH_LEN 32
@@ -264,6 +265,31 @@ int kms_ks_deposit_purge(struct kms_ks_txn *txn, uint64_t now_ms,
 int kms_ks_nonce_purge(struct kms_ks_txn *txn, uint64_t now_ms, unsigned max);
 
 /** Entry counts per database (for stats and tests). */
+/*
+ * KEK rotation (control/kms_kekrot.h): every wrapped blob of the store,
+ * parties (current and previous generation), pairs, deposits and the IBE
+ * master seed, re-wrapped in write transactions of at most @p max records
+ * each, so a worker's commit waits behind one step at most. @p fn gets a
+ * blob and writes its replacement: KMS_OK (record rewritten), KMS_ERR_EXISTS
+ * (already under the new KEK, unchanged) or an error (the step is aborted,
+ * nothing of it is written, the cursor stays). A cursor starts zeroed;
+ * kms_ks_rewrap_done() says when it has passed everything.
+ */
+typedef int (*kms_ks_rewrap_fn)(void *arg, const uint8_t in[KMS_HSM_BLOB_LEN],
+				uint8_t out[KMS_HSM_BLOB_LEN]);
+struct kms_ks_rewrap {
+	unsigned table;
+	uint8_t key[KMS_ID_MAX + 1];
+	size_t key_len;
+};
+int kms_ks_rewrap_step(struct kms_ks *ks, struct kms_ks_rewrap *cur,
+		       unsigned max, kms_ks_rewrap_fn fn, void *arg,
+		       unsigned *visited, unsigned *changed);
+static inline int kms_ks_rewrap_done(const struct kms_ks_rewrap *cur)
+{
+	return cur->table >= 4;
+}
+
 struct kms_ks_counts {
 	size_t parties, pairs, deposits, audit, nonces;
 };

@@ -16,6 +16,7 @@
 #include <openssl/sha.h>
 
 #include "kms_err.h"
+#include "kms_keyfile.h"
 #include "kms_log.h"
 #include "ks_priv.h"
 
@@ -1025,4 +1026,170 @@ int kms_ks_nonce_purge(struct kms_ks_txn *t, uint64_t now_ms, unsigned max)
 	}
 	mdb_cursor_close(cur);
 	return ret ? ret : (int)n;
+}
+
+/* ---- KEK rotation: every wrapped blob, in bounded steps ---- */
+
+enum { RW_PARTIES, RW_PAIRS, RW_DEPOSITS, RW_META, RW_DONE };
+
+/* Re-wrap the blobs of one decoded record; re-encode it into @p rec.
+ * @return the new length, 0 if nothing changed, or a negative error. */
+static int rewrap_record(unsigned table, const MDB_val *v, uint8_t *rec,
+			 kms_ks_rewrap_fn fn, void *arg, unsigned *changed)
+{
+	uint8_t *blobs[2];
+	unsigned nb = 0, ch = 0;
+	struct kms_party pa;
+	struct kms_pair pr;
+	struct kms_deposit d;
+	int rc, n;
+
+	switch (table) {
+	case RW_PARTIES:
+		if (kms_ks_rec_party_dec(v->mv_data, v->mv_size, &pa))
+			return KMS_ERR_CORRUPT;
+		blobs[nb++] = pa.blob;
+		if (pa.prev_gen)
+			blobs[nb++] = pa.prev_blob;
+		break;
+	case RW_PAIRS:
+		if (kms_ks_rec_pair_dec(v->mv_data, v->mv_size, &pr))
+			return KMS_ERR_CORRUPT;
+		blobs[nb++] = pr.blob;
+		break;
+	default:
+		if (kms_ks_rec_deposit_dec(v->mv_data, v->mv_size, &d))
+			return KMS_ERR_CORRUPT;
+		blobs[nb++] = d.blob;
+		break;
+	}
+	for (unsigned i = 0; i < nb; i++) {
+		uint8_t out[KMS_HSM_BLOB_LEN];
+
+		rc = fn(arg, blobs[i], out);
+		if (rc == KMS_ERR_EXISTS)
+			continue; /* already under the new KEK */
+		if (rc)
+			return rc;
+		memcpy(blobs[i], out, sizeof(out));
+		ch++;
+	}
+	if (!ch)
+		return 0;
+	n = table == RW_PARTIES ? kms_ks_rec_party_enc(&pa, rec) :
+	    table == RW_PAIRS ? kms_ks_rec_pair_enc(&pr, rec) :
+				kms_ks_rec_deposit_enc(&d, rec);
+	*changed += ch;
+	return n;
+}
+
+/* The IBE master seed (meta "ibe_seed", hex of a blob), if any. */
+static int rewrap_meta(struct kms_ks *ks, MDB_txn *txn, kms_ks_rewrap_fn fn,
+		       void *arg, unsigned *visited, unsigned *changed)
+{
+	static const char name[] = "ibe_seed";
+	MDB_val k = { .mv_size = sizeof(name) - 1, .mv_data = (void *)name }, v;
+	uint8_t blob[KMS_HSM_BLOB_LEN], out[KMS_HSM_BLOB_LEN];
+	char hex[2 * KMS_HSM_BLOB_LEN + 1];
+	int rc;
+
+	rc = mdb_get(txn, ks->meta, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return KMS_OK;
+	if (rc)
+		return from_mdb(rc, "rewrap meta");
+	if (v.mv_size != 2 * KMS_HSM_BLOB_LEN)
+		return KMS_ERR_CORRUPT;
+	memcpy(hex, v.mv_data, v.mv_size);
+	hex[v.mv_size] = 0;
+	if (kms_hex_decode(hex, blob, sizeof(blob)) != KMS_HSM_BLOB_LEN)
+		return KMS_ERR_CORRUPT;
+	(*visited)++;
+	rc = fn(arg, blob, out);
+	if (rc == KMS_ERR_EXISTS)
+		return KMS_OK;
+	if (rc)
+		return rc;
+	kms_hex_encode(out, sizeof(out), hex);
+	v.mv_size = 2 * KMS_HSM_BLOB_LEN;
+	v.mv_data = hex;
+	(*changed)++;
+	return from_mdb(mdb_put(txn, ks->meta, &k, &v, 0), "rewrap meta");
+}
+
+int kms_ks_rewrap_step(struct kms_ks *ks, struct kms_ks_rewrap *cur,
+		       unsigned max, kms_ks_rewrap_fn fn, void *arg,
+		       unsigned *visited, unsigned *changed)
+{
+	MDB_dbi dbis[] = { ks->parties, ks->pairs, ks->deposits };
+	uint8_t rec[KS_DEPOSIT_MAX + KS_PARTY_V2_LEN];
+	MDB_txn *txn = NULL;
+	MDB_cursor *c = NULL;
+	MDB_val k, v;
+	unsigned n = 0;
+	int rc, ret = KMS_OK;
+
+	*visited = *changed = 0;
+	if (cur->table >= RW_DONE)
+		return KMS_OK;
+	rc = mdb_txn_begin(ks->env, NULL, 0, &txn);
+	if (rc)
+		return from_mdb(rc, "rewrap begin");
+	if (cur->table == RW_META) {
+		ret = rewrap_meta(ks, txn, fn, arg, visited, changed);
+		if (!ret)
+			cur->table = RW_DONE;
+		goto end;
+	}
+	rc = mdb_cursor_open(txn, dbis[cur->table], &c);
+	if (rc) {
+		ret = from_mdb(rc, "rewrap cursor");
+		goto end;
+	}
+	k.mv_size = cur->key_len;
+	k.mv_data = cur->key;
+	rc = cur->key_len ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
+			  : mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	/* Resume after the last key done (it may have been deleted since). */
+	if (!rc && cur->key_len && k.mv_size == cur->key_len &&
+	    !memcmp(k.mv_data, cur->key, cur->key_len))
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	for (; !rc && n < max; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		int len = rewrap_record(cur->table, &v, rec, fn, arg, changed);
+
+		if (len < 0) {
+			ret = len;
+			goto end;
+		}
+		if (len > 0) {
+			MDB_val nv = { .mv_size = (size_t)len, .mv_data = rec };
+
+			rc = mdb_cursor_put(c, &k, &nv, MDB_CURRENT);
+			if (rc)
+				break;
+		}
+		if (k.mv_size > sizeof(cur->key)) {
+			ret = KMS_ERR_CORRUPT;
+			goto end;
+		}
+		memcpy(cur->key, k.mv_data, k.mv_size);
+		cur->key_len = k.mv_size;
+		n++;
+	}
+	if (rc == MDB_NOTFOUND) {
+		cur->table++;
+		cur->key_len = 0;
+	} else if (rc) {
+		ret = from_mdb(rc, "rewrap");
+	}
+	*visited = n;
+end:
+	explicit_bzero(rec, sizeof(rec));
+	if (c)
+		mdb_cursor_close(c);
+	if (ret) {
+		mdb_txn_abort(txn);
+		return ret;
+	}
+	return from_mdb(mdb_txn_commit(txn), "rewrap commit");
 }

@@ -55,7 +55,7 @@
  * audit, version 2 (65 B + the three IDs; 65..449 B)
  *   0  ver u8 = 2
  *   1  prev[32]         chain hash of the previous record (zeros: first)
- *  33  event u8         1..10, enum kms_audit_event
+ *  33  event u8         1..11, enum kms_audit_event
  *  34  time_ms u64
  *  42  k_gen u32
  *  46  key_id[16]       zero when not applicable
@@ -191,7 +191,7 @@ static int dep_status_ok(uint8_t status)
 
 static int aud_event_ok(uint8_t event)
 {
-	return event >= KMS_AUD_ENROLL && event <= KMS_AUD_ROTATE;
+	return event >= KMS_AUD_ENROLL && event <= KMS_AUD_KEK_ROTATE;
 }
 
 static int id_field_ok(const char *id, uint8_t len, size_t min)

@@ -1125,7 +1125,7 @@ static void test_codec(void **state)
 	check_codec(dec_audit, rec, (size_t)n, sizeof(a));
 	assert_int_equal(kms_ks_rec_audit_dec(rec, (size_t)n, &a, prev2), KMS_OK);
 	assert_memory_equal(prev2, prev, sizeof(prev));
-	rec[1 + KMS_AUDIT_HASH_LEN] = KMS_AUD_ROTATE + 1; /* no such event */
+	rec[1 + KMS_AUDIT_HASH_LEN] = KMS_AUD_KEK_ROTATE + 1; /* no such event */
 	assert_int_equal(kms_ks_rec_audit_dec(rec, (size_t)n, &a, prev2),
 			 KMS_ERR_CORRUPT);
 }
