@@ -355,6 +355,68 @@ static void test_wrap_unwrap(void **state)
 	close_hsm(hsm);
 }
 
+/* KEK rotation at the HSM layer: a session opened before the rotation
+ * follows it; blobs re-wrap inside the HSM; both KEKs open during it; only
+ * the new one after it, under the old label. */
+static void test_kek_rotation(void **state)
+{
+	struct kms_testenv *env = *state;
+	struct kms_hsm *hsm = open_ok(&env->hsm);
+	struct kms_hsm_session *s;
+	uint8_t key[KMS_HSM_KEY_LEN], back[KMS_HSM_KEY_LEN];
+	uint8_t old[KMS_HSM_BLOB_LEN], neu[KMS_HSM_BLOB_LEN];
+	uint8_t made[KMS_HSM_BLOB_LEN], tmp[KMS_HSM_BLOB_LEN];
+	unsigned cur, next;
+	uint32_t epoch;
+
+	assert_int_equal(kms_hsm_kek_create(hsm), KMS_OK);
+	s = session_ok(hsm);
+	memset(key, 0x3c, sizeof(key));
+	assert_int_equal(kms_hsm_wrap(s, key, old), KMS_OK);
+	/* No rotation yet: nothing to re-wrap into. */
+	assert_int_equal(kms_hsm_rewrap(s, old, neu), KMS_ERR_INVAL);
+	epoch = kms_hsm_kek_epoch(s);
+
+	assert_int_equal(kms_hsm_kek_next_create(hsm), KMS_OK);
+	assert_true(kms_hsm_kek_epoch(s) != epoch);
+	assert_int_equal(kms_hsm_kek_state(hsm, &cur, &next), KMS_OK);
+	assert_int_equal(cur, 1);
+	assert_int_equal(next, 1);
+	/* Resuming: the next KEK exists already. */
+	assert_int_equal(kms_hsm_kek_next_create(hsm), KMS_ERR_EXISTS);
+
+	/* New blobs go under the next KEK; old ones still open. */
+	assert_int_equal(kms_hsm_wrap(s, key, made), KMS_OK);
+	assert_memory_not_equal(made, old, sizeof(old));
+	assert_int_equal(kms_hsm_unwrap(s, old, back), KMS_OK);
+	assert_memory_equal(back, key, sizeof(key));
+	assert_int_equal(kms_hsm_rewrap(s, old, neu), KMS_OK);
+	assert_memory_equal(neu, made, sizeof(neu)); /* RFC 3394: same key, same KEK */
+	assert_int_equal(kms_hsm_rewrap(s, neu, tmp), KMS_ERR_EXISTS);
+	old[9] ^= 1;
+	assert_int_equal(kms_hsm_rewrap(s, old, tmp), KMS_ERR_AUTH);
+	old[9] ^= 1;
+	assert_int_equal(session_objects(s), 0);
+
+	assert_int_equal(kms_hsm_kek_finish(hsm), KMS_OK);
+	assert_int_equal(kms_hsm_kek_state(hsm, &cur, &next), KMS_OK);
+	assert_int_equal(cur, 1);
+	assert_int_equal(next, 0);
+	/* The same session: the new KEK opens, the old blob no longer does. */
+	assert_int_equal(kms_hsm_unwrap(s, neu, back), KMS_OK);
+	assert_memory_equal(back, key, sizeof(key));
+	assert_int_equal(kms_hsm_unwrap(s, old, back), KMS_ERR_AUTH);
+	close_session(s);
+	close_hsm(hsm);
+	/* A new process finds the new KEK under the old label. */
+	hsm = open_ok(&env->hsm);
+	s = session_ok(hsm);
+	assert_int_equal(kms_hsm_unwrap(s, neu, back), KMS_OK);
+	assert_memory_equal(back, key, sizeof(key));
+	close_session(s);
+	close_hsm(hsm);
+}
+
 static void test_flipped_byte(void **state)
 {
 	struct kms_testenv *env = *state;
@@ -474,9 +536,10 @@ static void test_call_counter(void **state)
 	assert_int_equal(kms_hsm_kek_create(hsm), KMS_OK);
 	s = session_ok(hsm);
 	assert_int_equal(kms_hsm_session_calls(NULL), 0);
-	/* C_OpenSession + C_FindObjectsInit/FindObjects/FindObjectsFinal */
+	/* C_OpenSession + C_FindObjectsInit/FindObjects/FindObjectsFinal for
+	 * the KEK and again for a KEK being rotated in */
 	c0 = kms_hsm_session_calls(s);
-	assert_int_equal(c0, 4);
+	assert_int_equal(c0, 7);
 	assert_int_equal(kms_hsm_random(s, key, sizeof(key)), KMS_OK);
 	assert_int_equal(kms_hsm_session_calls(s), c0 + 1);
 	/* C_CreateObject + C_WrapKey + C_DestroyObject */
@@ -545,8 +608,8 @@ static void test_threads(void **state)
 	for (i = 0; i < 2; i++) {
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 		assert_int_equal(w[i].ok, THREAD_ITERS);
-		/* open (4) + per iteration new_key (4) and unwrap (3) */
-		assert_int_equal(w[i].calls, 4 + 7 * THREAD_ITERS);
+		/* open (7) + per iteration new_key (4) and unwrap (3) */
+		assert_int_equal(w[i].calls, 7 + 7 * THREAD_ITERS);
 	}
 	close_hsm(hsm);
 }
@@ -565,6 +628,7 @@ int main(void)
 		T(test_kek_create_twice),
 		T(test_kek_attributes),
 		T(test_wrap_unwrap),
+		T(test_kek_rotation),
 		T(test_flipped_byte),
 		T(test_other_token_kek),
 		T(test_recreated_kek),
