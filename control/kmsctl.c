@@ -67,6 +67,7 @@ struct args {
 	const char *key_id;                          /* revoke --key-id */
 	const char *pair;                            /* policy --pair A,B */
 	const char *overlap;                         /* rotate --overlap-s */
+	const char *ids;                             /* enroll-bulk --ids */
 	struct kms_config cfg;
 };
 
@@ -94,6 +95,9 @@ static void usage(FILE *f)
 		"                               sip:lg-mbNNN@D (D default lg.example); L pads\n"
 		"                               every ID with 'x' before the '@' to L bytes;\n"
 		"                               FILE: the load generator's population (0600)\n"
+		"  enroll-bulk --ids LIST --out FILE\n"
+		"                               enroll the parties of LIST (lines \"user ID\"\n"
+		"                               or \"as ID\"), keys to FILE as above\n"
 		"  rotate --id ID --out KEYFILE [--overlap-s N] [--import KEYFILE]\n"
 		"                               a new key generation for the party; the\n"
 		"                               previous one is accepted for N s more\n"
@@ -406,6 +410,7 @@ struct bulk {
 	unsigned id_len;                /* 0: no padding */
 	const char *domain;
 	size_t total;                   /* nusers + nas */
+	char (*list)[KMS_ID_MAX + 1];   /* --ids FILE: users, then AS */
 };
 
 /* Key material on its way to the file: one locked slot (kms_secmem). */
@@ -421,6 +426,10 @@ static int bulk_id(const struct bulk *b, size_t i, char buf[KMS_ID_MAX + 1])
 	size_t hl, dl = strlen(b->domain), len, pad = 0;
 	char head[32];
 
+	if (b->list) {
+		memcpy(buf, b->list[i], sizeof(b->list[i]));
+		return (int)strlen(buf);
+	}
 	if (i < b->nusers)
 		snprintf(head, sizeof(head), "sip:lg-u%07u", (unsigned)(i + 1));
 	else
@@ -610,6 +619,111 @@ static int bulk_commit(const struct bulk *b, struct kms_ks *ks,
 	return KMS_OK;
 }
 
+static int cmp_id(const void *x, const void *y)
+{
+	return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/*
+ * --ids FILE: one party a line, "user ID" or "as ID"; '#' comments and
+ * blank lines skipped. Every ID valid and listed once; users first in
+ * b->list, then the AS (the population file's order).
+ */
+static int bulk_load_ids(const char *path, struct bulk *b)
+{
+	FILE *f = fopen(path, "re");
+	char line[KMS_ID_MAX + 64], kind[8], id[KMS_ID_MAX + 2], **sorted = NULL;
+	size_t cap = 0, n = 0, nu = 0, lineno = 0;
+	char (*tmp)[KMS_ID_MAX + 1] = NULL;
+	uint8_t *is_as = NULL;
+	struct kms_id kid;
+	int rc = 2;
+
+	if (!f) {
+		fprintf(stderr, "kmsctl: %s: %s\n", path, strerror(errno));
+		return 2;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char extra[2];
+		int k;
+
+		lineno++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			fprintf(stderr, "kmsctl: %s:%zu: line too long\n", path, lineno);
+			goto out;
+		}
+		k = sscanf(line, "%7s %129s %1s", kind, id, extra);
+		if (k <= 0 || kind[0] == '#')
+			continue;
+		if (k != 2 || (strcmp(kind, "user") && strcmp(kind, "as")) ||
+		    kms_id_from_str(id, &kid)) {
+			fprintf(stderr, "kmsctl: %s:%zu: want \"user ID\" or \"as ID\" "
+				"(ID: 1..%d printable bytes, no spaces)\n", path,
+				lineno, KMS_ID_MAX);
+			goto out;
+		}
+		if (n == cap) {
+			size_t nc = cap ? 2 * cap : 1024;
+			void *p1 = realloc(tmp, nc * sizeof(*tmp));
+			void *p2 = p1 ? realloc(is_as, nc) : NULL;
+
+			if (p1)
+				tmp = p1;
+			if (!p2) {
+				fprintf(stderr, "kmsctl: out of memory\n");
+				goto out;
+			}
+			is_as = p2;
+			cap = nc;
+		}
+		memcpy(tmp[n], id, strlen(id) + 1); /* valid: <= KMS_ID_MAX */
+		is_as[n] = !strcmp(kind, "as");
+		nu += !is_as[n];
+		n++;
+		if (n > (size_t)BULK_USERS_MAX + BULK_AS_MAX) {
+			fprintf(stderr, "kmsctl: %s: more than %u parties\n", path,
+				BULK_USERS_MAX + BULK_AS_MAX);
+			goto out;
+		}
+	}
+	if (!n || !nu || n - nu > BULK_AS_MAX) {
+		fprintf(stderr, "kmsctl: %s: want at least one user and at most "
+			"%u AS\n", path, BULK_AS_MAX);
+		goto out;
+	}
+	b->list = malloc(n * sizeof(*b->list));
+	sorted = malloc(n * sizeof(*sorted));
+	if (!b->list || !sorted) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		goto out;
+	}
+	for (size_t i = 0, u = 0, s2 = nu; i < n; i++)
+		memcpy(b->list[is_as[i] ? s2++ : u++], tmp[i], sizeof(tmp[i]));
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = b->list[i];
+	qsort(sorted, n, sizeof(*sorted), cmp_id);
+	for (size_t i = 1; i < n; i++)
+		if (!strcmp(sorted[i - 1], sorted[i])) {
+			fprintf(stderr, "kmsctl: %s: %s is listed twice\n", path,
+				sorted[i]);
+			goto out;
+		}
+	b->nusers = (unsigned)nu;
+	b->nas = (unsigned)(n - nu);
+	b->total = n;
+	rc = 0;
+out:
+	if (rc) {
+		free(b->list);
+		b->list = NULL;
+	}
+	free(sorted);
+	free(tmp);
+	free(is_as);
+	fclose(f);
+	return rc;
+}
+
 static int cmd_enroll_bulk(struct args *a)
 {
 	struct bulk b = { .nas = 1, .domain = "lg.example" }, raw;
@@ -625,9 +739,16 @@ static int cmd_enroll_bulk(struct args *a)
 	size_t i, taken = 0, done = 0, probe[2];
 	int tty = isatty(STDERR_FILENO), fd = -1, created = 0, len, rc, err;
 
-	if (!a->users || !a->out || a->kind || a->id || a->import || a->gba_ks) {
+	if ((!a->users == !a->ids) || !a->out || a->kind || a->id ||
+	    a->import || a->gba_ks ||
+	    (a->ids && (a->nas || a->domain || a->id_len))) {
 		usage(stderr);
 		return 2;
+	}
+	if (a->ids) {
+		if (bulk_load_ids(a->ids, &b))
+			return 2;
+		goto ids_ok;
 	}
 	if (parse_count("users", a->users, 1, BULK_USERS_MAX, &b.nusers) ||
 	    (a->nas && parse_count("as", a->nas, 1, BULK_AS_MAX, &b.nas)) ||
@@ -657,14 +778,17 @@ static int cmd_enroll_bulk(struct args *a)
 		}
 	}
 
+ids_ok:
 	parties = calloc(b.total, sizeof(*parties));
 	if (!parties) {
 		fprintf(stderr, "kmsctl: out of memory for %zu parties\n", b.total);
+		free(b.list);
 		return 1;
 	}
 	rc = open_all(a, 0, &hsm, &ks);
 	if (rc) {
 		free(parties);
+		free(b.list);
 		return 1;
 	}
 	rc = kms_hsm_session_open(hsm, &s);
@@ -759,6 +883,7 @@ out:
 	}
 	kms_secmem_destroy(sm);
 	free(parties);
+	free(b.list);
 	kms_hsm_session_close(s);
 	kms_ks_close(ks);
 	kms_hsm_close(hsm);
@@ -1313,6 +1438,7 @@ int main(int argc, char **argv)
 		{ "key-id", required_argument, NULL, 'K' },
 		{ "pair", required_argument, NULL, 'p' },
 		{ "overlap-s", required_argument, NULL, 'O' },
+		{ "ids", required_argument, NULL, 'F' },
 		{ "prometheus", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -1345,6 +1471,7 @@ int main(int argc, char **argv)
 		case 'K': a.key_id = optarg; break;
 		case 'p': a.pair = optarg; break;
 		case 'O': a.overlap = optarg; break;
+		case 'F': a.ids = optarg; break;
 		case 'P': a.stats_fmt = KMSCTL_STATS_PROMETHEUS; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;

@@ -90,6 +90,23 @@ rc=0
   && pass "too small --id-len refused (exit 2): $(cat "$W/err4.txt")" \
   || fail "too small --id-len: exit $rc: $(cat "$W/err4.txt")"
 
+# 4b. From a list of identities (--ids): users first in the file, kinds
+#     as listed; a malformed line or a duplicate refuses the whole list.
+printf '# operator list\nas mb.list.example\nuser sip:l1@list.example\n\nuser sip:l2@list.example\n' > "$W/ids.txt"
+"$KMSCTL" -c "$W/kms.conf" enroll-bulk --ids "$W/ids.txt" --out "$W/popl.txt" >/dev/null \
+  && [ "$(grep -c '^user sip:l[12]@list.example ' "$W/popl.txt")" = 2 ] \
+  && [ "$(grep -c '^as mb.list.example ' "$W/popl.txt")" = 1 ] \
+  && [ "$(parties)" -eq $((NP + 3)) ] \
+  && pass "enroll-bulk --ids: 2 users and 1 AS from a list" || fail "enroll-bulk --ids: $(cat "$W/popl.txt" 2>&1 | head -3)"
+printf 'user sip:l3@list.example\nuser sip:l3@list.example\n' > "$W/dup.txt"
+printf 'user sip:l4@list.example\nadmin sip:l5@list.example\n' > "$W/bad.txt"
+for f in dup bad; do
+  rc=0; "$KMSCTL" -c "$W/kms.conf" enroll-bulk --ids "$W/$f.txt" --out "$W/pop-$f.txt" \
+    >/dev/null 2>"$W/err-$f.txt" || rc=$?
+  [ $rc -eq 2 ] && [ ! -e "$W/pop-$f.txt" ] && [ "$(parties)" -eq $((NP + 3)) ] \
+    && pass "--ids $f list refused: $(cat "$W/err-$f.txt")" || fail "--ids $f: exit $rc $(cat "$W/err-$f.txt")"
+done
+
 # 5. Keys from the file work end to end: A and B are population users, the
 #    mailbox is the first AS.
 keyfile() {   # keyfile KIND ID NAME: a kms-client key file from the file's line
