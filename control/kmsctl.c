@@ -104,6 +104,8 @@ static void usage(FILE *f)
 		"                               (default security.rotation_overlap_s)\n"
 		"  revoke --id ID               refuse the party from its next request on\n"
 		"  revoke --key-id HEX          refuse every later RETRIEVE of one deposit\n"
+		"  revoke --pair A,B            refuse the pair's DEPOSITs and the RETRIEVE\n"
+		"                               of every deposit it has\n"
 		"  show --id ID                 one party\n"
 		"  list                         every party\n"
 		"  audit                        every audit record, in chain (commit) order:\n"
@@ -943,6 +945,62 @@ static int revoke_deposit(struct args *a)
 	return rc ? 1 : 0;
 }
 
+/* revoke --pair A,B: no more DEPOSIT for the pair, no RETRIEVE of any of
+ * its deposits (the engine checks the pair record). */
+static int revoke_pair(struct args *a)
+{
+	char buf[2 * KMS_ID_MAX + 2], *comma;
+	uint8_t hash[KMS_PAIR_HASH_LEN];
+	struct kms_ks *ks = NULL;
+	struct kms_ks_txn *txn;
+	struct kms_pair pr;
+	struct kms_audit au;
+	struct kms_id ia, ib;
+	int rc;
+
+	if (strlen(a->pair) >= sizeof(buf) || !(comma = strchr(a->pair, ','))) {
+		fprintf(stderr, "kmsctl: --pair A,B: two identities, comma-separated\n");
+		return 2;
+	}
+	strcpy(buf, a->pair);
+	buf[comma - a->pair] = '\0';
+	if (kms_id_from_str(buf, &ia) ||
+	    kms_id_from_str(buf + (comma - a->pair) + 1, &ib)) {
+		fprintf(stderr, "kmsctl: --pair A,B: not two valid identities\n");
+		return 2;
+	}
+	kms_pair_hash(&ia, &ib, hash);
+	if (open_all(a, 0, NULL, &ks))
+		return 1;
+	rc = kms_ks_txn_begin(ks, 0, &txn);
+	if (!rc) {
+		rc = kms_ks_pair_get(txn, hash, &pr);
+		if (rc == KMS_OK && pr.revoked)
+			rc = KMS_ERR_EXISTS;
+		if (rc == KMS_OK) {
+			pr.revoked = 1;
+			audit_fill(&au, KMS_AUD_REVOKE, "kmsctl", buf);
+			au.id_b_len = ib.len;
+			memcpy(au.id_b, ib.p, ib.len);
+			au.k_gen = pr.k_gen;
+			kms_ks_pair_put(txn, hash, &pr);
+			kms_ks_audit_append(txn, &au);
+			rc = kms_ks_txn_commit(txn);
+		} else {
+			kms_ks_txn_abort(txn);
+		}
+	}
+	if (rc)
+		fprintf(stderr, "kmsctl: revoke --pair %s: %s\n", a->pair,
+			rc == KMS_ERR_EXISTS ? "already revoked" :
+			rc == KMS_ERR_NOTFOUND ? "no deposit was ever made for "
+						 "this pair" : kms_strerror(rc));
+	else
+		printf("revoked pair %s\n", a->pair);
+	kms_ks_close(ks);
+	return rc ? 1 : 0;
+}
+
 static int cmd_revoke(struct args *a)
 {
 	struct kms_ks *ks = NULL;
@@ -952,7 +1010,9 @@ static int cmd_revoke(struct args *a)
 	struct kms_id id;
 	int rc;
 
-	if (a->key_id && !a->id)
+	if (a->pair && !a->id && !a->key_id)
+		return revoke_pair(a);
+	if (a->key_id && !a->id && !a->pair)
 		return revoke_deposit(a);
 	if (!a->id || a->key_id || kms_id_from_str(a->id, &id)) {
 		usage(stderr);

@@ -537,6 +537,8 @@ static uint16_t deposit_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 			return KMS_ST_STORE_FAILED;
 		have_pair = rc == KMS_OK;
 	}
+	if (have_pair && p->pair.revoked)
+		return KMS_ST_PAIR_REVOKED;
 	/* Reuse policy: up to N deposits and T seconds; N = 0 never re-uses,
 	 * T = 0 sets no age limit. */
 	if (have_pair && pol->reuse_max_deposits &&
@@ -604,6 +606,17 @@ static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 		return KMS_ST_DEPOSIT_REVOKED;
 	if (now >= d->expiry_ms)
 		return KMS_ST_DEPOSIT_EXPIRED;
+	/* A revoked pair revokes all its deposits: one more B-tree lookup
+	 * (the pair record), no deposit rewritten. */
+	{
+		struct kms_pair pr;
+
+		rc = kms_ks_pair_get(txn, d->pair_hash, &pr);
+		if (rc && rc != KMS_ERR_NOTFOUND)
+			return KMS_ST_STORE_FAILED;
+		if (!rc && pr.revoked)
+			return KMS_ST_DEPOSIT_REVOKED;
+	}
 	/* Ea is the deposit's handle: it must be the very token recorded. */
 	kms_hasher_sha256(w->hasher, r->tok_a.raw, r->tok_a.raw_len, digest);
 	if (CRYPTO_memcmp(digest, d->ea_digest, sizeof(digest)))
@@ -905,6 +918,15 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 		if (p->status != KMS_ST_OK || p->deferred)
 			continue;
 		if (p->kind == KMS_RK_DEPOSIT) {
+			struct kms_pair now_pair;
+
+			/* Revoked since this batch's read snapshot: the
+			 * operator's word wins over the stale pair record. */
+			if (kms_ks_pair_get(txn, p->dep.pair_hash, &now_pair) ==
+			    KMS_OK && now_pair.revoked) {
+				p->status = KMS_ST_PAIR_REVOKED;
+				continue;
+			}
 			/* A later request of the batch may re-use this pair:
 			 * its put carries the newer count and wins. */
 			rc = kms_ks_deposit_put(txn, p->key_id, &p->dep, 0);

@@ -69,6 +69,9 @@ struct kms_pair {
 	uint32_t uses;                       /**< deposits that used this K */
 	uint64_t created_ms;                 /**< when this K was made */
 	uint8_t blob[KMS_HSM_BLOB_LEN];      /**< current K, wrapped */
+	/** An operator revoked the pair (kmsctl revoke --pair): no DEPOSIT
+	 *  for it, no RETRIEVE of any of its deposits. */
+	uint8_t revoked;
 };
 
 struct kms_deposit {

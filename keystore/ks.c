@@ -480,7 +480,7 @@ int kms_ks_pair_put(struct kms_ks_txn *t,
 		    const uint8_t hash[KMS_PAIR_HASH_LEN],
 		    const struct kms_pair *p)
 {
-	uint8_t rec[KS_PAIR_LEN];
+	uint8_t rec[KS_PAIR_V2_LEN];
 	int ret, n;
 
 	ret = txn_check(t, 1);

@@ -26,6 +26,9 @@
 #define KS_REC_PARTY_V2 2
 #define KS_PARTY_V2_LEN (KS_PARTY_LEN + 4 + 8 + KMS_HSM_BLOB_LEN)
 #define KS_PAIR_LEN (1 + 4 + 4 + 8 + KMS_HSM_BLOB_LEN)
+/** A revoked pair: version 2, one more byte (1 = revoked). */
+#define KS_REC_PAIR_V2 2
+#define KS_PAIR_V2_LEN (KS_PAIR_LEN + 1)
 #define KS_DEPOSIT_FIXED (1 + 1 + 4 + 4 + 8 + 8 + KMS_PAIR_HASH_LEN + 32 + \
 			  KMS_HSM_BLOB_LEN + 3)
 #define KS_DEPOSIT_MAX (KS_DEPOSIT_FIXED + 3 * KMS_ID_MAX)

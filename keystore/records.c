@@ -38,6 +38,9 @@
  *   9  created_ms u64
  *  17  blob[40]
  *
+ * pair, version 2 (58 B): version 1's fields (ver u8 = 2), then
+ *  57  revoked u8 = 1   (an operator revoked the pair; written only then)
+ *
  * deposit, version 1 (133 B + the three IDs; 136..517 B)
  *   0  ver u8 = 1
  *   1  status u8        1 ACTIVE, 2 REVOKED
@@ -254,11 +257,13 @@ int kms_ks_rec_pair_enc(const struct kms_pair *p, uint8_t *out)
 {
 	uint8_t *w = out;
 
-	*w++ = KS_REC_V1;
+	*w++ = p->revoked ? KS_REC_PAIR_V2 : KS_REC_V1;
 	w = wr_u32(w, p->k_gen);
 	w = wr_u32(w, p->uses);
 	w = wr_u64(w, p->created_ms);
 	w = wr_bytes(w, p->blob, sizeof(p->blob));
+	if (p->revoked)
+		*w++ = 1;
 	return (int)(w - out);
 }
 
@@ -267,13 +272,18 @@ int kms_ks_rec_pair_dec(const uint8_t *buf, size_t len, struct kms_pair *out)
 	struct rd r = { .p = buf, .left = len };
 	struct kms_pair p;
 
+	uint8_t ver;
+
 	memset(&p, 0, sizeof(p));
-	if (rd_u8(&r) != KS_REC_V1)
+	ver = rd_u8(&r);
+	if (ver != KS_REC_V1 && ver != KS_REC_PAIR_V2)
 		return KMS_ERR_CORRUPT;
 	p.k_gen = rd_u32(&r);
 	p.uses = rd_u32(&r);
 	p.created_ms = rd_u64(&r);
 	rd_bytes(&r, p.blob, sizeof(p.blob));
+	if (ver == KS_REC_PAIR_V2 && (p.revoked = rd_u8(&r)) != 1)
+		return KMS_ERR_CORRUPT;
 	if (!rd_done(&r))
 		return KMS_ERR_CORRUPT;
 	*out = p;

@@ -52,6 +52,7 @@ const char *kms_status_name(unsigned status)
 		[KMS_ST_INTERNAL] = "INTERNAL",
 		[KMS_ST_BAD_PERIOD] = "BAD_PERIOD",
 		[KMS_ST_IBE_UNAVAILABLE] = "IBE_UNAVAILABLE",
+		[KMS_ST_PAIR_REVOKED] = "PAIR_REVOKED",
 	};
 	if (status < KMS_ST__COUNT && names[status])
 		return names[status];

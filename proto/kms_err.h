@@ -62,6 +62,7 @@ enum kms_status {
 	KMS_ST_INTERNAL = 21,
 	KMS_ST_BAD_PERIOD = 22,     /**< IBE: period malformed or not issuable now */
 	KMS_ST_IBE_UNAVAILABLE = 23,/**< IBE: the KGC has no master secret */
+	KMS_ST_PAIR_REVOKED = 24,   /**< DEPOSIT: an operator revoked the pair */
 	KMS_ST__COUNT
 };
 

@@ -296,6 +296,21 @@ grep -q "rotate actor=kmsctl a=$D .*k_gen=2" "$W/audit-rot.txt" \
   && pass "rotation audited" || fail "rotation audit record"
 "$KMSCTL" -c "$W/kms.conf" rotate --id sip:nobody@example.org --out "$W/x.key" >/dev/null 2>&1 \
   && fail "rotating an unknown party" || pass "rotating an unknown party refused"
+# 8c. The pair A -> D revoked while kmsd serves: its deposits are refused
+#     (DEPOSIT_REVOKED) and so is a new DEPOSIT (PAIR_REVOKED).
+"$KMSCTL" -c "$W/kms.conf" revoke --pair "$A,$D" >/dev/null || fail "revoke --pair"
+out=$(rot_ret d2.key rd1) && fail "deposit of a revoked pair retrieved" \
+  || { echo "$out" | grep -q DEPOSIT_REVOKED && pass "revoked pair: its deposit refused" \
+       || fail "revoked pair retrieve: $out"; }
+out=$(rot_dep rd2 2>&1) && fail "deposit for a revoked pair accepted" \
+  || { echo "$out" | grep -q PAIR_REVOKED && pass "revoked pair: new deposit refused" \
+       || fail "revoked pair deposit: $out"; }
+"$KMSCTL" -c "$W/kms.conf" revoke --pair "$A,$D" > "$W/rp2.txt" 2>&1 \
+  && fail "second pair revoke accepted" \
+  || { grep -q "already revoked" "$W/rp2.txt" && pass "second pair revoke refused" \
+       || fail "second pair revoke: $(cat "$W/rp2.txt")"; }
+"$KMSCTL" -c "$W/kms.conf" revoke --pair "$D,$A" >/dev/null 2>&1 \
+  && fail "revoking a pair that never deposited" || pass "unknown pair refused"
 
 # 9. Garbage is dropped or refused and kmsd keeps serving.
 printf 'not a kms datagram' | send_udp "$(server_host)" "$(server_port)"

@@ -1058,6 +1058,26 @@ static void test_codec(void **state)
 	rec[1] = 3;
 	assert_int_equal(kms_ks_rec_party_dec(rec, (size_t)n, &p),
 			 KMS_ERR_CORRUPT);
+	/* A revoked pair: version 2, one byte more. */
+	{
+		struct kms_pair pa, pb;
+
+		memset(&pa, 0, sizeof(pa));
+		pa.k_gen = 3;
+		pa.revoked = 1;
+		n = kms_ks_rec_pair_enc(&pa, rec);
+		assert_int_equal(n, KS_PAIR_V2_LEN);
+		assert_int_equal(rec[0], 2);
+		assert_int_equal(rec[n - 1], 1);
+		check_codec(dec_pair, rec, (size_t)n, sizeof(pb));
+		assert_int_equal(kms_ks_rec_pair_dec(rec, (size_t)n, &pb), KMS_OK);
+		assert_int_equal(pb.revoked, 1);
+		rec[n - 1] = 2;
+		assert_int_equal(kms_ks_rec_pair_dec(rec, (size_t)n, &pb),
+				 KMS_ERR_CORRUPT);
+		pa.revoked = 0;
+		assert_int_equal(kms_ks_rec_pair_enc(&pa, rec), KS_PAIR_LEN);
+	}
 	/* Version 2: a previous generation in its overlap, after the v1 part. */
 	{
 		struct kms_party q, q2;
