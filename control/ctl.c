@@ -105,6 +105,11 @@ static void reply_error(int fd, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* JSON strings must be UTF-8 (jansson refuses anything else and the
+	 * client would get no answer): the message may quote the request. */
+	for (char *m = msg; *m; m++)
+		if ((unsigned char)*m < 0x20 || (unsigned char)*m > 0x7e)
+			*m = '?';
 	r = json_pack("{s:b, s:s}", "ok", 0, "error", msg);
 	if (r)
 		reply_send(fd, r);
@@ -143,6 +148,16 @@ static void serve(struct kms_ctl *c, int fd)
 	}
 	if (len < 0)
 		return; /* gone or silent: nothing to answer */
+	/* Commands, names and values are printable ASCII: anything else is
+	 * refused here, so no handler ever quotes bytes JSON cannot carry. */
+	for (ssize_t i = 0; i < len; i++)
+		if ((unsigned char)line[i] > 0x7e ||
+		    ((unsigned char)line[i] < 0x20 && line[i] != '\t' &&
+		     line[i] != '\r')) {
+			reply_error(fd, "request is not printable ASCII (byte %zd)",
+				    i);
+			return;
+		}
 	for (char *t = strtok_r(line, " \t\r", &save); t;
 	     t = strtok_r(NULL, " \t\r", &save)) {
 		if (argc == KMS_CTL_ARGS_MAX + 1) {

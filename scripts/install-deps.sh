@@ -18,6 +18,7 @@ PKGS=(
   libdpdk-dev                                 # kmsd --io dpdk
   dpdk dpdk-dev ethtool                       # DPDK e2e: dpdk-testpmd, veth checksum offload off
   gnuplot-nox                                 # kms-loadgen plots
+  clang libclang-rt-14-dev                    # libFuzzer harnesses (tests/fuzz)
 )
 
 SUDO=""

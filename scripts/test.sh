@@ -2,8 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 # The whole test suite, as CI runs it: install dependencies, build twice
 # (release with -Werror, then AddressSanitizer + UBSan) from clean build
-# directories and run every ctest test in both.
-#   scripts/test.sh            both configurations
+# directories and run every ctest test in both; then the libFuzzer
+# harnesses (clang, ASan + UBSan): their corpora replayed, and a short run
+# of each (KMS_FUZZ_SECONDS, default 60; tests/fuzz/run_fuzz.sh for long
+# runs).
+#   scripts/test.sh            everything
 #   KMS_TEST_FAST=1 scripts/test.sh   release configuration only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +31,13 @@ if [ "${KMS_TEST_FAST:-0}" != 1 ]; then
   ASAN_OPTIONS=abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_config build-test-asan -DCMAKE_BUILD_TYPE=Debug -DKMS_SANITIZE=ON
+
+  echo "=== libFuzzer harnesses (clang, ASan + UBSan) ==="
+  rm -rf build-test-fuzz
+  CC=clang cmake -S . -B build-test-fuzz -DCMAKE_BUILD_TYPE=Debug \
+    -DKMS_FUZZ=ON -DKMS_SANITIZE=ON -DKMS_WITH_DPDK=OFF >/dev/null
+  cmake --build build-test-fuzz -j"$JOBS" --target kms_fuzz
+  (cd build-test-fuzz && ctest --output-on-failure -L fuzz --timeout 600)
+  tests/fuzz/run_fuzz.sh build-test-fuzz "${KMS_FUZZ_SECONDS:-60}"
 fi
 echo "=== all tests passed ==="

@@ -46,115 +46,18 @@
 #include "kms_err.h"
 #include "kms_proto.h"
 #include "kms_token.h"
+#include "lg_acklog.h"
 #include "lg_hist.h"
 #include "lg_io.h"
 #include "lg_pop.h"
+#include "lg_priv.h"
 
 #define BURST 64
 #define CHUNK 8192
-#define REPLY_MAX (KMS_HDR_LEN + KMS_RESP_BODY_LEN)
 #define SEED_TRIES 5
 #define PREBUILD_MAX 1000000ull     /* requests built before the run */
 
 /* ---- options ---- */
-
-struct opts {
-	const char *population, *server, *io, *dpdk, *json, *plot;
-	unsigned mix_d, mix_r, pairs, new_pct, outstanding;
-	unsigned long seed_deps, count, prebuild_mb;
-	double rate, duration, warmup;
-	unsigned timeout_ms;
-	int quiet, seed_set;
-	unsigned long long seed;
-};
-
-/* ---- state ---- */
-
-enum rq_state { RQ_BUILT, RQ_SENT, RQ_ANSWERED, RQ_LOST };
-
-/* One request of the run. Its wire bytes live in a chunk until sent. */
-struct rq {
-	uint64_t sched_ns, sent_ns, recv_ns;
-	uint8_t *wire;
-	uint32_t wire_off;              /* only while its chunk grows */
-	uint32_t pair;                  /* DEPOSIT: pair index */
-	uint32_t dep;                   /* RETRIEVE: seed deposit index */
-	uint32_t a, b, as;              /* user/user/AS indices */
-	uint16_t wire_len;
-	uint8_t type;                   /* KMS_T_DEPOSIT_REQ / RETRIEVE_REQ */
-	uint8_t state;
-	uint8_t measured;
-	uint8_t reply_len;
-	uint8_t nonce[KMS_NONCE_LEN];   /* Ea (deposit) or Eb (retrieve) */
-	uint8_t reply[REPLY_MAX];
-};
-
-struct chunk {
-	uint8_t *buf;
-	size_t used, cap;
-	uint64_t last;                  /* index of its last request */
-	struct chunk *next;
-};
-
-struct seed_dep {
-	uint32_t pair;                  /* pair index it was made for */
-	uint32_t a, b, as;
-	uint32_t k_gen;
-	uint8_t key_id[KMS_KEY_ID_LEN];
-	uint8_t k[KMS_KEY_LEN];
-	uint8_t ea[KMS_TOKEN_MAX];
-	uint16_t ea_len;
-};
-
-/* What the verified replies say about a pair's current K. */
-struct pair_k {
-	uint32_t k_gen;                 /* 0: none seen */
-	uint8_t k[KMS_KEY_LEN];
-};
-
-struct verify {
-	uint64_t ok, mismatch, bad_tag, bad_reply, unexpected, busy, late,
-		 dup, keys_checked;
-	uint64_t by_status[KMS_ST__COUNT];
-};
-
-struct tsec {
-	uint64_t sent, answered, ok, err;
-	struct lg_hist h;
-};
-
-struct lg {
-	struct opts o;
-	struct lg_pop pop;
-	struct lg_io *io;
-	uint64_t n_users_pairs;         /* U * (U - 1) distinct ordered pairs */
-	struct pair_k *pk;              /* per pair index, for reused pairs */
-	uint64_t next_new_pair, new_pairs_wrapped;
-	struct seed_dep *deps;
-	uint32_t ndeps;
-	/* run */
-	struct rq *rq;
-	uint64_t nrq, caprq;            /* built, allocated */
-	uint64_t total;                 /* requests the run will send (open
-					   loop or --count), or UINT64_MAX */
-	uint64_t next_send, inflight, fifo_head;
-	struct chunk *chunks, *chunks_tail;
-	uint64_t t0_ns, tmeas_ns, tend_ns;
-	uint64_t ts_base_ms;            /* wall ms of request 0's schedule */
-	uint64_t lost, sent_meas_n;
-	uint64_t build_ns, built;
-	uint8_t nonce_prefix[4];
-	uint64_t nonce_ctr;
-	uint64_t rng;
-	int prebuilt;
-	/* results */
-	struct verify v;
-	struct lg_hist all, by_type[2];
-	struct tsec *ts;
-	unsigned nts;
-	uint64_t sent_meas, answered_meas, lost_meas, sent_type[2], ok_type[2];
-	double max_send_rps, meas_s;
-};
 
 static volatile sig_atomic_t g_stop;
 
@@ -164,8 +67,7 @@ static void on_signal(int sig)
 	g_stop = 1;
 }
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
+void lg_die(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -424,6 +326,17 @@ static void seed(struct lg *g)
 		done += w;
 	}
 	g->ndeps = done;
+	for (unsigned i = 0; g->ack && i < done; i++) {
+		const struct seed_dep *sd = &g->deps[i];
+		struct lg_ack x = { .a = sd->a, .b = sd->b, .k_gen = sd->k_gen,
+				    .ea_len = sd->ea_len };
+
+		memcpy(x.key_id, sd->key_id, KMS_KEY_ID_LEN);
+		memcpy(x.k, sd->k, KMS_KEY_LEN);
+		memcpy(x.ea, sd->ea, sd->ea_len);
+		lg_ack_write(g->ack, &x);
+		OPENSSL_cleanse(&x, sizeof(x));
+	}
 	OPENSSL_cleanse(req, BURST * sizeof(*req));
 	free(req);
 	free(rep);
@@ -455,6 +368,14 @@ static void rq_reserve(struct lg *g, uint64_t n)
 		die("out of memory for %llu requests (lower --duration, --rate "
 		    "or --count)", (unsigned long long)n);
 	g->rq = nr;
+	if (g->ack) {
+		struct lg_ack *na = realloc(g->ack_ea, nc * sizeof(*na));
+
+		if (!na)
+			die("out of memory for the ack log's tokens (lower "
+			    "--duration, --rate or --count)");
+		g->ack_ea = na;
+	}
 	g->caprq = nc;
 }
 
@@ -522,6 +443,10 @@ static void build_chunk(struct lg *g, uint64_t n)
 			l = build_deposit(g, (uint32_t)i, r->a, r->b, r->as, ts_ms,
 					  r->nonce, ea, &ea_len, c->buf + c->used,
 					  KMS_DGRAM_MAX);
+			if (g->ack && l > 0) {
+				memcpy(g->ack_ea[i].ea, ea, (size_t)ea_len);
+				g->ack_ea[i].ea_len = (uint16_t)ea_len;
+			}
 		} else {
 			const struct seed_dep *d;
 
@@ -890,6 +815,17 @@ static void verify_one(struct lg *g, struct rq *r)
 				pk->k_gen = k_gen;
 				memcpy(pk->k, k, KMS_KEY_LEN);
 			}
+			if (vr == V_OK && g->ack) {
+				struct lg_ack *x = &g->ack_ea[r - g->rq];
+
+				x->a = r->a;
+				x->b = r->b;
+				x->k_gen = k_gen;
+				memcpy(x->key_id, key_id, KMS_KEY_ID_LEN);
+				memcpy(x->k, k, KMS_KEY_LEN);
+				lg_ack_write(g->ack, x);
+				OPENSSL_cleanse(x->k, KMS_KEY_LEN);
+			}
 		} else if (CRYPTO_memcmp(g->deps[r->dep].k, k, KMS_KEY_LEN)) {
 			vr = V_MISMATCH;
 		}
@@ -967,13 +903,6 @@ static void verify_all(struct lg *g)
 	}
 }
 
-/* A count over the measured window; 0 when nothing was measured (stopped
- * during the seed). */
-static double per_s(const struct lg *g, uint64_t n)
-{
-	return g->meas_s > 0 ? (double)n / g->meas_s : 0;
-}
-
 /* ---- the generator's own send ceiling ---- */
 
 /* Send copies of real requests as fast as the loop can to a local socket
@@ -1038,223 +967,6 @@ static double measure_max_send(struct lg *g, double secs)
 
 /* ---- report ---- */
 
-static double us(uint64_t ns)
-{
-	return (double)ns / 1000.0;
-}
-
-static void json_lat(FILE *f, const struct lg_hist *h)
-{
-	fprintf(f, "{\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, \"p999\": %.1f, "
-		"\"max\": %.1f, \"mean\": %.1f}", us(lg_hist_quantile(h, 0.5)),
-		us(lg_hist_quantile(h, 0.9)), us(lg_hist_quantile(h, 0.99)),
-		us(lg_hist_quantile(h, 0.999)), us(h->max_ns),
-		h->n ? us(h->sum_ns / h->n) : 0.0);
-}
-
-static void write_json(struct lg *g, const char *path, const char *iostats)
-{
-	FILE *f = fopen(path, "we");
-	bool first = true;
-
-	if (!f)
-		die("%s: %s", path, strerror(errno));
-	fprintf(f, "{\n  \"tool\": \"kms-loadgen\",\n  \"io\": \"%s\",\n"
-		"  \"shape\": \"%s\",\n  \"rate_target\": %.0f,\n"
-		"  \"outstanding\": %u,\n  \"mix\": \"%u:%u\",\n  \"pairs\": %u,\n"
-		"  \"new_pairs_pct\": %u,\n  \"seed_deposits\": %u,\n"
-		"  \"population\": {\"users\": %zu, \"as\": %zu},\n"
-		"  \"measured_s\": %.3f,\n  \"warmup_s\": %.3f,\n",
-		g->io->name, g->o.rate > 0 ? "open" : "closed", g->o.rate,
-		g->o.rate > 0 ? 0 : g->o.outstanding, g->o.mix_d, g->o.mix_r,
-		g->o.pairs, g->o.new_pct, g->ndeps, g->pop.nusers, g->pop.nas,
-		g->meas_s, g->o.warmup);
-	fprintf(f, "  \"sent\": %llu,\n  \"answered\": %llu,\n  \"ok\": %llu,\n"
-		"  \"lost\": %llu,\n  \"throughput_rps\": %.1f,\n",
-		(unsigned long long)g->sent_meas,
-		(unsigned long long)g->answered_meas,
-		(unsigned long long)g->v.ok, (unsigned long long)g->lost_meas,
-		per_s(g, g->v.ok));
-	for (int t = 0; t < 2; t++) {
-		fprintf(f, "  \"%s\": {\"sent\": %llu, \"ok\": %llu, \"rps\": %.1f, "
-			"\"latency_us\": ", t ? "retrieve" : "deposit",
-			(unsigned long long)g->sent_type[t],
-			(unsigned long long)g->ok_type[t],
-			per_s(g, g->ok_type[t]));
-		json_lat(f, &g->by_type[t]);
-		fprintf(f, "},\n");
-	}
-	fprintf(f, "  \"latency_us\": ");
-	json_lat(f, &g->all);
-	fprintf(f, ",\n  \"errors_by_status\": {");
-	for (unsigned s = 0; s < KMS_ST__COUNT; s++)
-		if (g->v.by_status[s]) {
-			fprintf(f, "%s\"%s\": %llu", first ? "" : ", ",
-				kms_status_name(s),
-				(unsigned long long)g->v.by_status[s]);
-			first = false;
-		}
-	fprintf(f, "},\n  \"verify\": {\"mismatch\": %llu, \"bad_tag\": %llu, "
-		"\"bad_reply\": %llu, \"unexpected_status\": %llu, \"busy\": %llu, "
-		"\"late\": %llu, \"duplicate\": %llu, \"keys_checked\": %llu},\n",
-		(unsigned long long)g->v.mismatch, (unsigned long long)g->v.bad_tag,
-		(unsigned long long)g->v.bad_reply,
-		(unsigned long long)g->v.unexpected, (unsigned long long)g->v.busy,
-		(unsigned long long)g->v.late, (unsigned long long)g->v.dup,
-		(unsigned long long)g->v.keys_checked);
-	fprintf(f, "  \"generator\": {\"build_rps\": %.0f, \"max_send_rps\": %.0f, "
-		"\"prebuilt\": %s, \"new_pairs_wrapped\": %llu},\n",
-		(double)g->built * 1e9 / (double)(g->build_ns ? g->build_ns : 1),
-		g->max_send_rps, g->prebuilt ? "true" : "false",
-		(unsigned long long)g->new_pairs_wrapped);
-	fprintf(f, "  \"io_stats\": \"%s\",\n  \"timeseries\": [", iostats);
-	for (unsigned s = 0; s < g->nts; s++)
-		fprintf(f, "%s\n    {\"t\": %u, \"sent\": %llu, \"answered\": %llu, "
-			"\"ok\": %llu, \"err\": %llu, \"p99_us\": %.1f}", s ? "," : "",
-			s, (unsigned long long)g->ts[s].sent,
-			(unsigned long long)g->ts[s].answered,
-			(unsigned long long)g->ts[s].ok,
-			(unsigned long long)g->ts[s].err,
-			us(lg_hist_quantile(&g->ts[s].h, 0.99)));
-	fprintf(f, "\n  ],\n  \"histogram_us\": [");
-	first = true;
-	for (unsigned i = 0; i < LG_HIST_BUCKETS; i++)
-		if (g->all.b[i]) {
-			fprintf(f, "%s[%.3f, %llu]", first ? "" : ", ",
-				us(lg_hist_upper(i)), (unsigned long long)g->all.b[i]);
-			first = false;
-		}
-	fprintf(f, "]\n}\n");
-	if (fclose(f))
-		die("%s: write error", path);
-}
-
-static void write_plots(struct lg *g, const char *prefix)
-{
-	static const double q[] = { 0, .5, .75, .9, .95, .99, .995, .999, .9995,
-				    .9999, .99999 };
-	char path[4096];
-	FILE *f, *gp;
-
-	snprintf(path, sizeof(path), "%s-throughput.dat", prefix);
-	f = fopen(path, "we");
-	if (!f)
-		die("%s: %s", path, strerror(errno));
-	fprintf(f, "# second sent answered ok err p99_us\n");
-	for (unsigned s = 0; s < g->nts; s++)
-		fprintf(f, "%u %llu %llu %llu %llu %.1f\n", s,
-			(unsigned long long)g->ts[s].sent,
-			(unsigned long long)g->ts[s].answered,
-			(unsigned long long)g->ts[s].ok,
-			(unsigned long long)g->ts[s].err,
-			us(lg_hist_quantile(&g->ts[s].h, 0.99)));
-	fclose(f);
-	snprintf(path, sizeof(path), "%s-latency.dat", prefix);
-	f = fopen(path, "we");
-	if (!f)
-		die("%s: %s", path, strerror(errno));
-	fprintf(f, "# quantile 1/(1-q) all_us deposit_us retrieve_us\n");
-	for (unsigned i = 0; i < sizeof(q) / sizeof(q[0]); i++) {
-		fprintf(f, "%g %g", q[i], 1.0 / (1.0 - q[i]));
-		/* NaN: gnuplot leaves out a type that was not sent. */
-		for (int t = -1; t < 2; t++) {
-			const struct lg_hist *h = t < 0 ? &g->all : &g->by_type[t];
-
-			if (h->n)
-				fprintf(f, " %.1f", us(lg_hist_quantile(h, q[i])));
-			else
-				fprintf(f, " NaN");
-		}
-		fputc('\n', f);
-	}
-	fclose(f);
-	gp = popen("gnuplot", "w");
-	if (!gp) {
-		fprintf(stderr, "kms-loadgen: gnuplot not found: data in %s-*.dat\n",
-			prefix);
-		return;
-	}
-	fprintf(gp,
-		"set terminal png size 900,500\n"
-		"set output '%s-throughput.png'\n"
-		"set title 'kms-loadgen: requests per second (warm-up %.0f s)'\n"
-		"set xlabel 'second'\nset ylabel 'per second'\nset grid\n"
-		"set y2label 'p99 latency (us)'\nset y2tics\nset ytics nomirror\n"
-		"plot '%s-throughput.dat' using 1:2 with linespoints title 'sent', "
-		"'' using 1:4 with linespoints title 'verified ok', "
-		"'' using 1:5 with linespoints title 'errors', "
-		"'' using 1:6 axes x1y2 with lines title 'p99 (us)'\n"
-		"set output '%s-latency.png'\n"
-		"unset y2label\nunset y2tics\nset ytics mirror\n"
-		"set title 'kms-loadgen: latency by percentile (measured window)'\n"
-		"set logscale x\nset xlabel 'percentile'\nset ylabel 'latency (us)'\n"
-		/* Tic labels are formats to gnuplot too: "%%%%" prints %. */
-		"set xtics ('0%%%%' 1, '90%%%%' 10, '99%%%%' 100, '99.9%%%%' 1000, "
-		"'99.99%%%%' 10000, '99.999%%%%' 100000)\n"
-		"plot '%s-latency.dat' using 2:3 with linespoints title 'all', "
-		"'' using 2:4 with linespoints title 'DEPOSIT', "
-		"'' using 2:5 with linespoints title 'RETRIEVE'\n",
-		prefix, g->o.warmup, prefix, prefix, prefix);
-	if (pclose(gp))
-		fprintf(stderr, "kms-loadgen: gnuplot failed: data in %s-*.dat\n",
-			prefix);
-}
-
-static void print_summary(struct lg *g, const char *iostats)
-{
-	static const char *const tn[] = { "DEPOSIT", "RETRIEVE" };
-
-	printf("kms-loadgen: %s, %s loop", g->io->name,
-	       g->o.rate > 0 ? "open" : "closed");
-	if (g->o.rate > 0)
-		printf(" at %.0f req/s", g->o.rate);
-	else
-		printf(" with %u outstanding", g->o.outstanding);
-	printf(", mix %u:%u, %u pairs, %u%% new pairs, %u seed deposits\n",
-	       g->o.mix_d, g->o.mix_r, g->o.pairs, g->o.new_pct, g->ndeps);
-	printf("measured %.2f s after %.1f s warm-up: sent %llu, answered %llu, "
-	       "verified ok %llu, lost %llu (whole run: %llu lost)\n", g->meas_s,
-	       g->o.warmup, (unsigned long long)g->sent_meas,
-	       (unsigned long long)g->answered_meas, (unsigned long long)g->v.ok,
-	       (unsigned long long)g->lost_meas, (unsigned long long)g->lost);
-	printf("throughput %.0f verified req/s", per_s(g, g->v.ok));
-	for (int t = 0; t < 2; t++)
-		if (g->sent_type[t])
-			printf("  %s %.0f/s", tn[t], per_s(g, g->ok_type[t]));
-	printf("\n");
-	printf("latency (us)   p50      p90      p99      p99.9    max\n");
-	for (int t = -1; t < 2; t++) {
-		const struct lg_hist *h = t < 0 ? &g->all : &g->by_type[t];
-
-		if (!h->n)
-			continue;
-		printf("  %-10s %-8.0f %-8.0f %-8.0f %-8.0f %.0f\n",
-		       t < 0 ? "all" : tn[t], us(lg_hist_quantile(h, .5)),
-		       us(lg_hist_quantile(h, .9)), us(lg_hist_quantile(h, .99)),
-		       us(lg_hist_quantile(h, .999)), us(h->max_ns));
-	}
-	printf("verification: %llu keys checked, %llu mismatches, %llu bad tags, "
-	       "%llu bad replies, %llu unexpected statuses, %llu busy, %llu late\n",
-	       (unsigned long long)g->v.keys_checked,
-	       (unsigned long long)g->v.mismatch, (unsigned long long)g->v.bad_tag,
-	       (unsigned long long)g->v.bad_reply,
-	       (unsigned long long)g->v.unexpected, (unsigned long long)g->v.busy,
-	       (unsigned long long)g->v.late);
-	for (unsigned s = 0; s < KMS_ST__COUNT; s++)
-		if (g->v.by_status[s])
-			printf("  status %s: %llu\n", kms_status_name(s),
-			       (unsigned long long)g->v.by_status[s]);
-	printf("generator: built %.0f req/s%s; max send %.0f req/s%s\n",
-	       (double)g->built * 1e9 / (double)(g->build_ns ? g->build_ns : 1),
-	       g->prebuilt ? " (all before the run)" : " (in chunks during the run)",
-	       g->max_send_rps,
-	       g->max_send_rps > 0 ? " (to a local sink, same run)" :
-				     " (not measured for this I/O)");
-	printf("io: %s\n", iostats);
-}
-
-/* ---- options ---- */
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -1277,6 +989,9 @@ static void usage(FILE *f)
 		"  --plot PREFIX        PREFIX-throughput.png and PREFIX-latency.png (gnuplot)\n"
 		"  --seed N             PRNG seed for the load's choices\n"
 		"  --quiet              no progress line\n"
+		"  --ack-log FILE       append every verified DEPOSIT (key id, K, Ea) to FILE\n"
+		"  --verify-log FILE    no load: RETRIEVE every deposit of an ack log once and\n"
+		"                       compare K (exit 0 only if all match)\n"
 		"exit: 0 all replies verified, 1 a mismatch/bad tag/bad reply, 2 usage or\n"
 		"set-up error, 3 no request succeeded\n");
 }
@@ -1319,6 +1034,7 @@ static void parse(struct opts *o, int argc, char **argv)
 		{ "prebuild-mb", 1, NULL, 'B' }, { "json", 1, NULL, 'j' },
 		{ "plot", 1, NULL, 'g' }, { "seed", 1, NULL, 'R' },
 		{ "quiet", 0, NULL, 'q' }, { "help", 0, NULL, 'h' },
+		{ "ack-log", 1, NULL, 'A' }, { "verify-log", 1, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -1363,6 +1079,8 @@ static void parse(struct opts *o, int argc, char **argv)
 		case 'g': o->plot = optarg; break;
 		case 'R': o->seed = strtoull(optarg, NULL, 0); o->seed_set = 1; break;
 		case 'q': o->quiet = 1; break;
+		case 'A': o->ack_log = optarg; break;
+		case 'V': o->verify_log = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -1379,6 +1097,37 @@ static void parse(struct opts *o, int argc, char **argv)
 		o->seed_deps = o->pairs;
 	if (o->mix_r && !o->seed_deps)
 		die("RETRIEVEs need --seed-deposits > 0");
+}
+
+/* --verify-log: every acknowledged deposit retrieved once, K compared. */
+static int verify_log(struct lg *g)
+{
+	struct lg_ack_result res;
+	struct lg_ack *acks = NULL;
+	char err[512];
+	size_t n = 0;
+	int rc;
+
+	if (lg_ack_read(g->o.verify_log, &g->pop, &acks, &n, err, sizeof(err)))
+		die("%s", err);
+	lg_ack_verify(g->io, &g->pop, acks, n, g->o.timeout_ms, 5, &res);
+	printf("verify-log: %zu acknowledged deposit(s): %llu retrieved with the "
+	       "same K, %llu mismatched, %llu without an answer, %llu bad "
+	       "replies", n, (unsigned long long)res.same,
+	       (unsigned long long)res.mismatch, (unsigned long long)res.lost,
+	       (unsigned long long)res.bad_reply);
+	for (unsigned s = 0; s < KMS_ST__COUNT; s++)
+		if (res.by_status[s])
+			printf(", %s=%llu", kms_status_name(s),
+			       (unsigned long long)res.by_status[s]);
+	printf("\n");
+	rc = res.same == n ? 0 : 1;
+	if (acks)
+		OPENSSL_cleanse(acks, n * sizeof(*acks));
+	free(acks);
+	g->io->close(g->io);
+	lg_pop_free(&g->pop);
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -1450,6 +1199,10 @@ int main(int argc, char **argv)
 		die("cannot open the %s transport", g.o.io);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	if (g.o.verify_log)
+		return verify_log(&g);
+	if (g.o.ack_log && !(g.ack = lg_ack_open(g.o.ack_log)))
+		die("cannot open --ack-log %s", g.o.ack_log);
 	seed(&g);
 	if (g.o.mix_r && !g.ndeps)
 		die("no seed deposit succeeded: nothing to RETRIEVE");
@@ -1458,11 +1211,16 @@ int main(int argc, char **argv)
 	verify_all(&g);
 	g.max_send_rps = measure_max_send(&g, 0.5);
 	g.io->stats(g.io, iostats, sizeof(iostats));
-	print_summary(&g, iostats);
+	lg_report_summary(&g, iostats);
 	if (g.o.json)
-		write_json(&g, g.o.json, iostats);
+		lg_report_json(&g, g.o.json, iostats);
 	if (g.o.plot)
-		write_plots(&g, g.o.plot);
+		lg_report_plots(&g, g.o.plot);
+	if (g.ack && lg_ack_close(g.ack))
+		die("the ack log %s could not be made durable", g.o.ack_log);
+	if (g.ack_ea)
+		OPENSSL_cleanse(g.ack_ea, g.caprq * sizeof(*g.ack_ea));
+	free(g.ack_ea);
 	if (g.v.mismatch || g.v.bad_tag || g.v.bad_reply)
 		rc = 1;
 	else if (!g.v.ok)

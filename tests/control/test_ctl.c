@@ -114,6 +114,11 @@ static void refusals(void **state)
 		{ "", "empty request" },
 		{ "fail", "refused on purpose" },
 		{ "echo 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17", "more than 16" },
+		/* Not UTF-8 (found by fuzz_ctl: jansson would refuse to quote
+		 * it and no answer would leave), a control byte, Latin-1. */
+		{ "\x91", "not printable ASCII" },
+		{ "echo a\x01b", "not printable ASCII" },
+		{ "echo caf\xe9", "not printable ASCII" },
 	};
 	char big[KMS_CTL_LINE_MAX + 100];
 
