@@ -262,12 +262,12 @@ sys.exit(1 if any(k in b for k in keys for b in blobs) or len(blobs) < 3 else 0)
 PY
 then pass "no K and no party key in clear in the store or the token"; else fail "key bytes found at rest"; fi
 
-# 8b. Key rotation while kmsd serves: D gets generation 2; tokens of
+# 8b. Key rotation while kmsd serves: R (a party of its own) gets generation 2; tokens of
 #     generation 1 are accepted for the overlap (3 s), then AUTH_FAILED.
-D=sip:dave@example.org
-enroll user $D d
-rot_dep() { # NAME: A deposits for D
-  $CLIENT token --key "$W/a.key" --peer $D --out "$W/$1.tok" &&
+R=sip:rotor@example.org
+enroll user $R r
+rot_dep() { # NAME: A deposits for R
+  $CLIENT token --key "$W/a.key" --peer $R --out "$W/$1.tok" &&
   $CLIENT deposit --server "$SERVER" --key "$W/mb.key" --token "$W/$1.tok" \
     --params-out "$W/$1.params" --reply-out "$W/$1.reply" >/dev/null
 }
@@ -275,41 +275,41 @@ rot_ret() { # KEYFILE NAME
   $CLIENT retrieve --server "$SERVER" --key "$W/$1" --params "$W/$2.params" \
     --out "$W/$2.$1.k" 2>&1
 }
-rot_dep rd1 || fail "deposit for D"
-"$KMSCTL" -c "$W/kms.conf" rotate --id $D --out "$W/d2.key" --overlap-s 3 \
-  | grep -q "rotated $D to generation 2" && pass "D rotated to generation 2" || fail "rotate D"
-grep -q "^gen = 2$" "$W/d2.key" && pass "new key file names generation 2" || fail "d2.key gen"
-rot_ret d.key rd1 >/dev/null && rot_ret d2.key rd1 >/dev/null \
-  && [ "$(value "$W/rd1.d.key.k" k)" = "$(value "$W/rd1.d2.key.k" k)" ] \
+rot_dep rd1 || fail "deposit for R"
+"$KMSCTL" -c "$W/kms.conf" rotate --id $R --out "$W/r2.key" --overlap-s 3 \
+  | grep -q "rotated $R to generation 2" && pass "R rotated to generation 2" || fail "rotate R"
+grep -q "^gen = 2$" "$W/r2.key" && pass "new key file names generation 2" || fail "r2.key gen"
+rot_ret r.key rd1 >/dev/null && rot_ret r2.key rd1 >/dev/null \
+  && [ "$(value "$W/rd1.r.key.k" k)" = "$(value "$W/rd1.r2.key.k" k)" ] \
   && pass "within the overlap both generations retrieve the same K" \
   || fail "overlap: old or new generation refused"
-"$KMSCTL" -c "$W/kms.conf" show --id $D > "$W/show-d.txt"
-grep -q "gen=2 .*prev_gen=1 " "$W/show-d.txt" \
+"$KMSCTL" -c "$W/kms.conf" show --id $R > "$W/show-r.txt"
+grep -q "gen=2 .*prev_gen=1 " "$W/show-r.txt" \
   && pass "show: gen 2, previous gen 1 in its overlap" || fail "show after rotate"
 sleep 3.2
-out=$(rot_ret d.key rd1) && fail "generation 1 after the overlap: $out" \
+out=$(rot_ret r.key rd1) && fail "generation 1 after the overlap: $out" \
   || { echo "$out" | grep -q AUTH_FAILED && pass "generation 1 refused after the overlap" \
        || fail "after overlap: $out"; }
-rot_ret d2.key rd1 >/dev/null && pass "generation 2 still served" || fail "gen 2 after overlap"
+rot_ret r2.key rd1 >/dev/null && pass "generation 2 still served" || fail "gen 2 after overlap"
 "$KMSCTL" -c "$W/kms.conf" audit > "$W/audit-rot.txt"
-grep -q "rotate actor=kmsctl a=$D .*k_gen=2" "$W/audit-rot.txt" \
+grep -q "rotate actor=kmsctl a=$R .*k_gen=2" "$W/audit-rot.txt" \
   && pass "rotation audited" || fail "rotation audit record"
 "$KMSCTL" -c "$W/kms.conf" rotate --id sip:nobody@example.org --out "$W/x.key" >/dev/null 2>&1 \
   && fail "rotating an unknown party" || pass "rotating an unknown party refused"
-# 8c. The pair A -> D revoked while kmsd serves: its deposits are refused
+# 8c. The pair A -> R revoked while kmsd serves: its deposits are refused
 #     (DEPOSIT_REVOKED) and so is a new DEPOSIT (PAIR_REVOKED).
-"$KMSCTL" -c "$W/kms.conf" revoke --pair "$A,$D" >/dev/null || fail "revoke --pair"
-out=$(rot_ret d2.key rd1) && fail "deposit of a revoked pair retrieved" \
+"$KMSCTL" -c "$W/kms.conf" revoke --pair "$A,$R" >/dev/null || fail "revoke --pair"
+out=$(rot_ret r2.key rd1) && fail "deposit of a revoked pair retrieved" \
   || { echo "$out" | grep -q DEPOSIT_REVOKED && pass "revoked pair: its deposit refused" \
        || fail "revoked pair retrieve: $out"; }
 out=$(rot_dep rd2 2>&1) && fail "deposit for a revoked pair accepted" \
   || { echo "$out" | grep -q PAIR_REVOKED && pass "revoked pair: new deposit refused" \
        || fail "revoked pair deposit: $out"; }
-"$KMSCTL" -c "$W/kms.conf" revoke --pair "$A,$D" > "$W/rp2.txt" 2>&1 \
+"$KMSCTL" -c "$W/kms.conf" revoke --pair "$A,$R" > "$W/rp2.txt" 2>&1 \
   && fail "second pair revoke accepted" \
   || { grep -q "already revoked" "$W/rp2.txt" && pass "second pair revoke refused" \
        || fail "second pair revoke: $(cat "$W/rp2.txt")"; }
-"$KMSCTL" -c "$W/kms.conf" revoke --pair "$D,$A" >/dev/null 2>&1 \
+"$KMSCTL" -c "$W/kms.conf" revoke --pair "$R,$A" >/dev/null 2>&1 \
   && fail "revoking a pair that never deposited" || pass "unknown pair refused"
 
 # 9. Garbage is dropped or refused and kmsd keeps serving.
