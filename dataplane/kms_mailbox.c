@@ -481,6 +481,8 @@ int main(int argc, char **argv)
 	int verbose = 0, lfd = -1, rc = 1, c;
 
 	kms_log_init("kms-mailbox", KMS_LOG_INFO, 0);
+	if (kms_secmem_openssl_heap())
+		return 1;
 	kms_secmem_harden_process();
 	cfg_defaults(&mb.cfg);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

@@ -352,6 +352,9 @@ int main(int argc, char **argv)
 	char err[512];
 
 	kms_log_init("kmsd", KMS_LOG_INFO, 0);
+	/* Before anything calls OpenSSL: its key schedules out of cores. */
+	if (kms_secmem_openssl_heap())
+		return 1;
 	dashdash = split_args(argc, argv, &eal_argc);
 	if (dashdash) {
 		/* getopt sees our part only, behind argv[0]. */

@@ -36,4 +36,12 @@ void kms_secmem_free(struct kms_secmem *m, void *p);
  *  PR_SET_DUMPABLE=0 so no core dump or ptrace peer sees keys. */
 void kms_secmem_harden_process(void);
 
+/**
+ * Route OpenSSL's own allocations (key schedules, cipher contexts, BIGNUM
+ * temporaries) into MADV_DONTDUMP mappings (hsm/osslheap.c). Must run
+ * before anything calls OpenSSL: first thing in main(). @return KMS_OK, or
+ * KMS_ERR_CRYPTO if OpenSSL already allocated (logged).
+ */
+int kms_secmem_openssl_heap(void);
+
 #endif /* KMS_SECMEM_H */
