@@ -28,6 +28,7 @@
 struct pkey {
 	kms_hsm_obj obj;
 	int32_t idx;
+	uint32_t gen;             /* session generation obj was made in */
 };
 
 struct hsmmode {
@@ -53,7 +54,9 @@ static void evict(void *arg, uint32_t idx)
 {
 	struct hsmmode *h = arg;
 
-	if (kms_hsm_key_unload(h->hsm, h->p[idx].obj))
+	/* An object of a session since reopened is gone already. */
+	if (h->p[idx].gen == kms_hsm_session_generation(h->hsm) &&
+	    kms_hsm_key_unload(h->hsm, h->p[idx].obj))
 		h->unload_failures++;
 	h->p[idx].obj = 0;
 }
@@ -62,8 +65,10 @@ static void evict(void *arg, uint32_t idx)
 static int load(void *arg, uint32_t idx, const uint8_t *blob)
 {
 	struct hsmmode *h = arg;
+	int rc = kms_hsm_key_load(h->hsm, blob, &h->p[idx].obj);
 
-	return kms_hsm_key_load(h->hsm, blob, &h->p[idx].obj);
+	h->p[idx].gen = kms_hsm_session_generation(h->hsm);
+	return rc;
 }
 
 static int key_get(void *state, const uint8_t blob[KMS_HSM_BLOB_LEN],
@@ -75,10 +80,23 @@ static int key_get(void *state, const uint8_t blob[KMS_HSM_BLOB_LEN],
 
 	if (kind == KMS_KEY_MEDIA)
 		return media_ops->key_get(h->media, blob, kind, out);
+	/* A lost session is reopened first, so the generation below says
+	 * whether a cached object still exists. */
+	if (kms_hsm_session_ready(h->hsm))
+		return KMS_ERR_HSM;
 	rc = kms_kc_fetch(&h->kc, blob, load, &idx);
-	if (rc == KMS_OK)
-		*out = (struct kms_ckey *)(void *)&h->p[idx];
-	return rc;
+	if (rc != KMS_OK)
+		return rc;
+	/* Cached in a session the HSM lost since: make the object again. */
+	if (h->p[idx].gen != kms_hsm_session_generation(h->hsm)) {
+		rc = load(h, (uint32_t)idx, blob);
+		if (rc) {
+			kms_kc_unpin(&h->kc, idx);
+			return rc;
+		}
+	}
+	*out = (struct kms_ckey *)(void *)&h->p[idx];
+	return KMS_OK;
 }
 
 static int key_new(void *state, uint8_t blob[KMS_HSM_BLOB_LEN],

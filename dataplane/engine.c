@@ -1014,7 +1014,8 @@ static void answer_ibe(struct kms_worker *w, struct pending *p,
 		KMS_ERR("worker %u: sealing IBE keys failed: %s", w->id,
 			kms_strerror(rc));
 		explicit_bzero(pt, sizeof(pt));
-		p->status = KMS_ST_INTERNAL;
+		p->status = rc == KMS_ERR_HSM ? KMS_ST_HSM_FAILED
+					      : KMS_ST_INTERNAL;
 		return;
 	}
 	explicit_bzero(pt, sizeof(pt));
@@ -1042,16 +1043,20 @@ static void answer(struct kms_worker *w, struct pending *p, struct kms_msg *m,
 	const struct kms_token *bound = p->kind == KMS_RK_DEPOSIT ? &r->tok_a
 								  : &r->tok_x;
 	size_t ad_len;
-	int len;
+	int len, rc;
 
 	ad_len = kms_keybox_ad(type, role, p->recip_gen, &r->id_a, &r->id_b,
 			       p->key_id, p->dep.k_gen, p->dep.expiry_ms,
 			       bound->nonce, ad);
 	memcpy(box, iv, KMS_NONCE_LEN);
-	if (w->e->crypto->seal_key(w->crypto, p->k_recip, p->k_k, iv, ad, ad_len,
-				   box + KMS_NONCE_LEN,
-				   box + KMS_NONCE_LEN + KMS_KEY_LEN)) {
-		p->status = KMS_ST_INTERNAL;
+	rc = w->e->crypto->seal_key(w->crypto, p->k_recip, p->k_k, iv, ad,
+				    ad_len, box + KMS_NONCE_LEN,
+				    box + KMS_NONCE_LEN + KMS_KEY_LEN);
+	if (rc) {
+		/* Committed, but the box cannot be sealed: the requester
+		 * gets no key (a DEPOSIT is simply made again). */
+		p->status = rc == KMS_ERR_HSM ? KMS_ST_HSM_FAILED
+					      : KMS_ST_INTERNAL;
 		return;
 	}
 	len = kms_key_resp_encode(type, r->hdr.txid, p->key_id, p->dep.k_gen,

@@ -28,7 +28,27 @@
 #define MAX_MODULES 8        /* distinct modules one process may load */
 #define SESSION_FLAGS (CKF_SERIAL_SESSION | CKF_RW_SESSION)
 
-#define P11(s, fn, ...) ((s)->calls++, (s)->p11->fn(__VA_ARGS__))
+/* Every PKCS#11 call on a session: counted, and a session the module has
+ * lost is marked broken (reopened before the session's next use). */
+#define P11(s, fn, ...) p11_seen((s), ((s)->calls++, (s)->p11->fn(__VA_ARGS__)))
+
+static CK_RV p11_seen(struct kms_hsm_session *s, CK_RV rv)
+{
+	switch (rv) {
+	case CKR_SESSION_HANDLE_INVALID:
+	case CKR_SESSION_CLOSED:
+	case CKR_DEVICE_REMOVED:
+	case CKR_DEVICE_ERROR:
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_TOKEN_NOT_RECOGNIZED:
+		if (s->h != CK_INVALID_HANDLE && s != &s->hsm->login)
+			s->broken = 1;
+		break;
+	default:
+		break;
+	}
+	return rv;
+}
 
 static const struct {
 	CK_RV rv;
@@ -533,12 +553,66 @@ static int find_keks(struct kms_hsm_session *s)
 	return KMS_OK;
 }
 
-/* Before a wrap or unwrap: look the KEKs up again after a rotation step. */
+/*
+ * A session the module lost (an HSM fault, a token removed and put back):
+ * close what is left of it and open a new one; its KEK handles are looked
+ * up again and its generation moves on, so object handles made in the old
+ * session (crypto_hsm.c's cached keys) are known to be dead.
+ */
+static int revive(struct kms_hsm_session *s)
+{
+	struct kms_hsm *hsm = s->hsm;
+	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+	CK_RV rv;
+	int ret;
+
+	pthread_mutex_lock(&hsm->lock);
+	if (s->h != CK_INVALID_HANDLE) {
+		s->calls++;
+		s->p11->C_CloseSession(s->h); /* may already be gone */
+		s->h = CK_INVALID_HANDLE;
+	}
+	s->calls++;
+	rv = s->p11->C_OpenSession(hsm->slot, SESSION_FLAGS, NULL, NULL, &h);
+	pthread_mutex_unlock(&hsm->lock);
+	if (rv != CKR_OK) {
+		if (!s->revive_failed++)
+			KMS_ERR("hsm: cannot reopen a lost session: %s (retried "
+				"at each use)", ckr_name(rv));
+		return KMS_ERR_HSM;
+	}
+	s->h = h;
+	s->broken = 0;
+	ret = find_keks(s);
+	if (ret != KMS_OK) {
+		s->broken = 1;
+		return KMS_ERR_HSM;
+	}
+	s->gen++;
+	s->revive_failed = 0;
+	KMS_WARN("hsm: session reopened (generation %u)", s->gen);
+	return KMS_OK;
+}
+
+/* Before any use: a lost session reopened, the KEKs current after a
+ * rotation step. */
 static int keks_current(struct kms_hsm_session *s)
 {
+	if (s->broken && revive(s) != KMS_OK)
+		return KMS_ERR_HSM;
 	if (__atomic_load_n(&s->hsm->kek_epoch, __ATOMIC_ACQUIRE) == s->epoch)
 		return KMS_OK;
 	return find_keks(s);
+}
+
+uint32_t kms_hsm_session_generation(const struct kms_hsm_session *s)
+{
+	return s->gen;
+}
+
+int kms_hsm_session_ready(struct kms_hsm_session *s)
+{
+	return keks_current(s);
 }
 
 static void kek_epoch_bump(struct kms_hsm *hsm)
@@ -735,6 +809,8 @@ int kms_hsm_random(struct kms_hsm_session *s, uint8_t *buf, size_t len)
 
 	if (len == 0)
 		return KMS_OK;
+	if (keks_current(s) != KMS_OK)
+		return KMS_ERR_HSM;
 	rv = P11(s, C_GenerateRandom, s->h, buf, len);
 	if (rv != CKR_OK) {
 		log_ckr("C_GenerateRandom", rv);
@@ -1064,6 +1140,8 @@ int kms_hsm_gcm_seal(struct kms_hsm_session *s, kms_hsm_obj key,
 
 	if (pt_len > GCM_MAX)
 		return KMS_ERR_INVAL;
+	if (keks_current(s) != KMS_OK)
+		return KMS_ERR_HSM;
 	gcm_params(&gp, iv, ad, ad_len);
 	rv = P11(s, C_EncryptInit, s->h, &mech, (CK_OBJECT_HANDLE)key);
 	if (rv != CKR_OK) {
@@ -1123,7 +1201,11 @@ int kms_hsm_gcm_open(struct kms_hsm_session *s, kms_hsm_obj key,
 		     uint8_t *pt)
 {
 	CK_RV rv = CKR_OK;
-	int ret = gcm_open_raw(s, key, iv, ad, ad_len, ct, ct_len, tag, pt, &rv);
+	int ret;
+
+	if (keks_current(s) != KMS_OK)
+		return KMS_ERR_HSM;
+	ret = gcm_open_raw(s, key, iv, ad, ad_len, ct, ct_len, tag, pt, &rv);
 
 	if (ret != KMS_ERR_HSM || rv == CKR_OK)
 		return ret;

@@ -30,6 +30,10 @@ struct kms_hsm_session {
 	                               tried when a blob does not unwrap under
 	                               @kek; else CK_INVALID_HANDLE */
 	uint32_t epoch;           /**< hsm->kek_epoch when the KEKs were found */
+	int broken;               /**< the module lost it: reopen before use */
+	unsigned revive_failed;   /**< reopen attempts failed in a row */
+	uint32_t gen;             /**< +1 at each reopen: older object handles
+	                               are dead */
 	uint64_t calls;           /**< PKCS#11 calls made on this session */
 };
 

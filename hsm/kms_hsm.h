@@ -127,6 +127,21 @@ int kms_hsm_kek_finish(struct kms_hsm *hsm);
  *  another epoch may be under a KEK that is going away. */
 uint32_t kms_hsm_kek_epoch(const struct kms_hsm_session *s);
 
+/**
+ * A session the module reports lost (CKR_SESSION_HANDLE_INVALID,
+ * CKR_SESSION_CLOSED, CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED,
+ * CKR_TOKEN_NOT_PRESENT) fails that call with KMS_ERR_HSM and is reopened
+ * before its next use (then every object handle it made is dead); while
+ * the HSM stays away each use fails KMS_ERR_HSM again. The generation
+ * counts the reopenings: a cached object handle of another generation
+ * must be made again.
+ */
+uint32_t kms_hsm_session_generation(const struct kms_hsm_session *s);
+
+/** Reopen @p s now if it was lost (before trusting its generation).
+ *  @return KMS_OK or KMS_ERR_HSM (the HSM is still away). */
+int kms_hsm_session_ready(struct kms_hsm_session *s);
+
 /** Fill @p buf with @p len bytes from C_GenerateRandom.
  *  @return KMS_OK or KMS_ERR_HSM. */
 int kms_hsm_random(struct kms_hsm_session *s, uint8_t *buf, size_t len);

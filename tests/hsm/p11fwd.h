@@ -12,6 +12,15 @@
  *  - value_reads: C_GetAttributeValue calls asking for CKA_VALUE;
  *    value_reads_nonextractable: those on a tracked handle. A user that
  *    keeps keys inside the HSM has 0 there.
+ * Fault injection: $KMS_P11FWD_FAULTS names a control file, re-read when
+ * it changes; its first line is "off" or "CKR_NAME FN [close]": calls of
+ * FN (a PKCS#11 function name, or "all" of the session, object, crypto
+ * and random functions) return CKR_NAME (CKR_DEVICE_ERROR,
+ * CKR_SESSION_HANDLE_INVALID, CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_REMOVED,
+ * CKR_GENERAL_ERROR, CKR_FUNCTION_FAILED) without reaching the real
+ * module; with "close" the caller's session is also really closed, so it
+ * stays invalid after the fault is lifted. Injected faults are counted
+ * ("faults" in the report).
  * In process: dlopen(path, RTLD_NOW | RTLD_NOLOAD) and dlsym
  * "kms_p11fwd_counts". Across processes: $KMS_P11FWD_REPORT names a file
  * that gets one "name value" line per counter at C_Finalize ("%p" in the

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Overload (issue 9): kms-loadgen offers twice kmsd's measured capacity for
+# a bounded time. The queues in front of kmsd are bounded (the kernel UDP
+# receive buffer, SO_RCVBUF 4 MiB asked, and one SPSC ring of 1024 slots
+# per worker), so the excess must be dropped and counted, kmsd's resident
+# memory must stay flat, and the requests it does serve must have a bounded
+# latency: at most the time the full queues take to drain at capacity.
+# kmsd has no busy status on this path: its RX thread drops a request
+# whose worker ring is full (counted ring_full); the kernel drops what
+# does not fit in the socket buffer (counted in /proc/net/udp "drops").
+#
+# Figure: offered, served, dropped (ring_full, socket drops), lost (the
+# load generator's unanswered), RSS min/max, p99 of the served.
+# Usage: overload.sh BUILD_DIR [SECONDS]   (CI: 8 s)
+BIN=$1
+SECS=${2:-8}
+. "$(dirname "$0")/../e2e/lib.sh"
+LOADGEN=$BIN/perf/loadgen/kms-loadgen
+RSS_GROWTH_MAX_KB=$((32 * 1024))
+
+setup_env
+"$KMSCTL" -c "$W/kms.conf" init >/dev/null
+"$KMSCTL" -c "$W/kms.conf" enroll-bulk --users 200 --as 2 --out "$W/pop.txt" >/dev/null
+start_kmsd
+PORT=${SERVER##*:}
+LG=("$LOADGEN" --population "$W/pop.txt" --server "$SERVER" --mix 1:1 --pairs 64
+    --seed-deposits 64 --new-pairs 10 --quiet)
+
+# udp_drops: kmsd's socket's drop counter (/proc/net/udp, last column)
+udp_drops() {
+  awk -v p="$(printf ':%04X' "$PORT")" '$2 ~ p"$" {print $NF; f=1} END {if (!f) print 0}' /proc/net/udp
+}
+# rcvbuf: the socket's receive buffer as the kernel sized it (ss skmem rb)
+rcvbuf() {
+  ss -u -a -n -m "sport = :$PORT" 2>/dev/null | sed -n 's/.*skmem:(.*,rb\([0-9]*\),.*/\1/p' | head -1
+}
+stats() { "$KMSCTL" -c "$W/kms.conf" stats --json > "$1"; }
+jq_() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+# 1. Capacity: closed loop, 64 in flight.
+"${LG[@]}" --outstanding 64 --duration 3 --warmup 0.5 --seed 1 --json "$W/cap.json" \
+  > "$W/cap.txt" 2>&1 || { fail "capacity run: $(tail -3 "$W/cap.txt")"; finish; }
+CAP=$(jq_ "$W/cap.json" 'int(j["throughput_rps"])')
+[ "$CAP" -gt 0 ] || { fail "capacity 0: $(cat "$W/cap.txt")"; finish; }
+RATE=$((2 * CAP))
+RB=$(rcvbuf); RB=${RB:-8388608}
+# The longest a served request can wait: every queue in front of the
+# workers full, drained at capacity. Datagrams in the socket buffer: each
+# costs its skb's truesize (>= 512 bytes for these ~300-byte datagrams on
+# loopback), so at most RB/512 of them; plus 2 rings of 1024. x1.5 for the
+# noise of a shared 2-CPU machine, +250 ms for one batch's commit and the
+# scheduler.
+WORKERS=$(sed -n 's/.* \([0-9]*\) workers.*/\1/p' "$W/kmsd.log" | tail -1)
+QMAX=$((RB / 512 + 1024 * WORKERS))
+P99_BOUND_MS=$(( (QMAX * 1000 * 3 / 2) / CAP + 250 ))
+TIMEOUT_MS=$((P99_BOUND_MS + 1000))   # served latencies measured uncensored
+echo "capacity: $CAP verified req/s (closed loop, 64 outstanding, p99 $(jq_ "$W/cap.json" 'j["latency_us"]["p99"]') us); offering $RATE req/s for $SECS s"
+echo "queues: socket rcvbuf $RB bytes (<= $((RB / 512)) datagrams), $WORKERS rings x 1024 -> p99 bound $P99_BOUND_MS ms, loadgen timeout $TIMEOUT_MS ms"
+
+# 2. Open loop at twice the capacity, RSS sampled every 0.2 s.
+stats "$W/before.json"
+D0=$(udp_drops)
+: > "$W/rss.txt"
+( while kill -0 "$KMSD_PID" 2>/dev/null; do
+    awk '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2} END {print r, a}' "/proc/$KMSD_PID/status" >> "$W/rss.txt" 2>/dev/null
+    sleep 0.2
+  done ) &
+SAMPLER=$!
+rc=0
+"${LG[@]}" --rate "$RATE" --duration "$SECS" --warmup 1 --seed 2 --timeout-ms "$TIMEOUT_MS" \
+  --json "$W/over.json" > "$W/over.txt" 2>&1 || rc=$?
+D1=$(udp_drops)
+kill_sampler() { kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; }
+kill_sampler
+stats "$W/after.json"
+cat "$W/over.txt"
+[ -s "$W/over.json" ] || { fail "overload run: exit $rc, no report"; finish; }
+
+# 3. Alive and answering afterwards: a short closed-loop run, all verified.
+"${LG[@]}" --outstanding 16 --duration 1 --warmup 0.2 --seed 3 --json "$W/after-run.json" \
+  > "$W/after-run.txt" 2>&1 && kmsd_alive \
+  && pass "after the overload kmsd answers: $(jq_ "$W/after-run.json" 'str(j["ok"]) + " verified in 1 s, p99 " + str(j["latency_us"]["p99"]) + " us"')" \
+  || fail "after the overload: kmsd alive? $(kmsd_alive && echo yes || echo no); $(tail -3 "$W/after-run.txt")"
+
+python3 - "$W/over.json" "$W/before.json" "$W/after.json" "$W/rss.txt" "$D0" "$D1" \
+  "$RATE" "$CAP" "$P99_BOUND_MS" "$RSS_GROWTH_MAX_KB" "$rc" "$W/store/data.mdb" <<'PY' > "$W/figure.txt" 2>&1
+import json, os, sys
+o = json.load(open(sys.argv[1])); b = json.load(open(sys.argv[2])); a = json.load(open(sys.argv[3]))
+rss = [tuple(map(int, l.split())) for l in open(sys.argv[4]) if len(l.split()) == 2]
+d0, d1, rate, cap, p99b, growmax, rc = map(int, sys.argv[5:12])
+io_b, io_a = b["io_stats"], a["io_stats"]
+ring = io_a["ring_full"] - io_b["ring_full"]
+rx = io_a["rx"] - io_b["rx"]
+sock = d1 - d0
+secs = o["measured_s"]
+v = o["verify"]
+p99 = o["latency_us"]["p99"] / 1000.0
+vm = [r[0] for r in rss]; an = [r[1] for r in rss]
+served_rps = o["ok"] / secs
+print(f"FIGURE overload: capacity {cap}/s; offered {rate}/s for {secs:.1f} s (sent {o['sent']}, {o['sent']/secs:.0f}/s); "
+      f"served {o['ok']} ({served_rps:.0f}/s, {100.0*o['ok']/max(o['sent'],1):.1f}%); "
+      f"dropped: kmsd ring_full {ring}, kernel socket drops {sock} (whole run incl. warm-up); loadgen lost {o['lost']}, late {v['late']}; "
+      f"errors {o['errors_by_status']}; RSS min/max {min(vm)/1024:.1f}/{max(vm)/1024:.1f} MiB "
+      f"(anon {min(an)/1024:.1f}/{max(an)/1024:.1f} MiB, {len(rss)} samples); p99 of served {p99:.1f} ms "
+      f"(p50 {o['latency_us']['p50']/1000:.1f}, max {o['latency_us']['max']/1000:.1f}; bound {p99b} ms)")
+fails = []
+if rc not in (0,): fails.append(f"kms-loadgen exit {rc}")
+if v["mismatch"] or v["bad_tag"] or v["bad_reply"]:
+    fails.append(f"verification: mismatch {v['mismatch']} bad_tag {v['bad_tag']} bad_reply {v['bad_reply']}")
+# Anonymous memory (heap, rings, caches) must stay flat; VmRSS also counts
+# the LMDB map's file pages, which grow with the store itself.
+if max(an) - min(an) > growmax:
+    fails.append(f"anonymous RSS grew {(max(an)-min(an))/1024:.1f} MiB (> {growmax/1024:.0f} MiB)")
+if max(vm) - min(vm) > growmax:
+    fails.append(f"VmRSS grew {(max(vm)-min(vm))/1024:.1f} MiB (> {growmax/1024:.0f} MiB)")
+if p99 > p99b: fails.append(f"p99 of served {p99:.1f} ms > bound {p99b} ms")
+if ring + sock + o["lost"] <= 0: fails.append("nothing dropped or lost: not overloaded")
+if len(rss) < 5: fails.append("too few RSS samples")
+print("CHECKS " + ("; ".join(fails) if fails else "ok"))
+PY
+cat "$W/figure.txt"
+grep -q '^CHECKS ok$' "$W/figure.txt" && pass "overload: bounded queues, flat memory, bounded latency, excess dropped and counted" \
+  || fail "overload: $(sed -n 's/^CHECKS //p' "$W/figure.txt")"
+stop_kmsd || fail "kmsd exit"
+grep 'stats: rx=' "$W/kmsd.log" | sed 's/^/   /' || true
+finish
