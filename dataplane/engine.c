@@ -864,7 +864,7 @@ static void flush_deferred(struct kms_worker *w, uint64_t now)
 	/* Retry no sooner than one interval later: a broken store is not
 	 * hammered (nor the log flooded) from the idle loop. */
 	w->dfr_retry_ms = now + w->e->cfg.deferred_flush_ms;
-	KMS_ERR("worker %u: commit of %u deferred RETRIEVE records failed: %s",
+	KMS_ERR_RL("worker %u: commit of %u deferred RETRIEVE records failed: %s",
 		w->id, w->ndfr, kms_strerror(rc));
 }
 
@@ -973,7 +973,7 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 	}
 	STAT_INC(w, commit_failures);
 	fail = rc == KMS_ERR_MAPFULL ? KMS_ST_STORE_FULL : KMS_ST_STORE_FAILED;
-	KMS_ERR("worker %u: commit of %u requests failed: %s", w->id, todo,
+	KMS_ERR_RL("worker %u: commit of %u requests failed: %s", w->id, todo,
 		kms_strerror(rc));
 	for (unsigned i = 0; i < n; i++)
 		if (w->pend[i].status == KMS_ST_OK && !w->pend[i].deferred)
@@ -999,7 +999,7 @@ static void answer_ibe(struct kms_worker *w, struct pending *p,
 	period[KMS_IBE_PERIOD_LEN] = 0;
 	rc = kms_kgc_issue(kgc, &r->id_a, period, pt);
 	if (rc) {
-		KMS_ERR("worker %u: IBE key issue failed: %s", w->id,
+		KMS_ERR_RL("worker %u: IBE key issue failed: %s", w->id,
 			kms_strerror(rc));
 		p->status = KMS_ST_INTERNAL;
 		return;
@@ -1011,7 +1011,7 @@ static void answer_ibe(struct kms_worker *w, struct pending *p,
 				sizeof(pt), box + KMS_NONCE_LEN,
 				box + KMS_NONCE_LEN + sizeof(pt));
 	if (rc) {
-		KMS_ERR("worker %u: sealing IBE keys failed: %s", w->id,
+		KMS_ERR_RL("worker %u: sealing IBE keys failed: %s", w->id,
 			kms_strerror(rc));
 		explicit_bzero(pt, sizeof(pt));
 		p->status = rc == KMS_ERR_HSM ? KMS_ST_HSM_FAILED
@@ -1108,7 +1108,7 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 		defer(w, p, now);
 	}
 	if (rc)
-		KMS_ERR("worker %u: batch refused: %s", w->id, kms_strerror(rc));
+		KMS_ERR_RL("worker %u: batch refused: %s", w->id, kms_strerror(rc));
 	else
 		kms_ks_txn_reset(w->rtxn);
 

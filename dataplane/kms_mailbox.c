@@ -322,8 +322,8 @@ static void *conn_main(void *arg)
 			uint16_t st = kms_ibake_status(s);
 
 			COUNT(refused[st < KMS_ST__COUNT ? st : KMS_ST_INTERNAL], 1);
-			KMS_WARN("mailbox: session refused: %s",
-				 kms_status_name(st));
+			KMS_WARN_RL("mailbox: session refused: %s",
+				    kms_status_name(st));
 			break;
 		}
 		if (rc == 1) {

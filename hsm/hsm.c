@@ -134,8 +134,9 @@ static const char *ckr_name(CK_RV rv)
 
 static void log_ckr(const char *call, CK_RV rv)
 {
-	KMS_ERR("hsm: %s failed: %s (0x%lx)", call, ckr_name(rv),
-		(unsigned long)rv);
+	/* Per request while an HSM is failing: rate limited. */
+	KMS_ERR_RL("hsm: %s failed: %s (0x%lx)", call, ckr_name(rv),
+		   (unsigned long)rv);
 }
 
 /*
@@ -1006,8 +1007,8 @@ static int unwrap_failure(struct kms_hsm_session *s, CK_RV rv)
 	if (is_integrity_failure(rv) ||
 	    ((rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED) &&
 	     kek_round_trip_works(s))) {
-		KMS_WARN("hsm: C_UnwrapKey: blob fails the integrity check (%s): "
-			 "wrong KEK or corrupted", ckr_name(rv));
+		KMS_WARN_RL("hsm: C_UnwrapKey: blob fails the integrity check "
+			    "(%s): wrong KEK or corrupted", ckr_name(rv));
 		return KMS_ERR_AUTH;
 	}
 	log_ckr("C_UnwrapKey", rv);

@@ -55,10 +55,10 @@ static int from_mdb(int rc, const char *what)
 		return KMS_ERR_EXISTS;
 	case MDB_MAP_FULL:
 	case MDB_TXN_FULL:
-		KMS_WARN("keystore: %s: %s", what, mdb_strerror(rc));
+		KMS_WARN_RL("keystore: %s: %s", what, mdb_strerror(rc));
 		return KMS_ERR_MAPFULL;
 	default:
-		KMS_ERR("keystore: %s: %s", what, mdb_strerror(rc));
+		KMS_ERR_RL("keystore: %s: %s", what, mdb_strerror(rc));
 		return KMS_ERR_STORE;
 	}
 }
@@ -79,7 +79,7 @@ static int txn_fail_mdb(struct kms_ks_txn *t, int rc, const char *what)
 
 static int txn_corrupt(struct kms_ks_txn *t, const char *db)
 {
-	KMS_ERR("keystore: corrupt record in \"%s\"", db);
+	KMS_ERR_RL("keystore: corrupt record in \"%s\"", db);
 	return txn_fail(t, KMS_ERR_CORRUPT);
 }
 
