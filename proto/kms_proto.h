@@ -136,10 +136,12 @@ int kms_hdr_parse(const uint8_t *buf, size_t len, struct kms_hdr *out);
 /**
  * Parse a whole request datagram (header included). Every length field is
  * checked against the end of the buffer; IDs must be 1..KMS_ID_MAX printable
- * bytes; token roles must fit the message (Ea: A; DEPOSIT: AS; RETRIEVE: B);
- * ct_len must be 2..KMS_TOKEN_PT_MAX; nothing may follow the last field.
- * Order: header (else drop), reply type (DEPOSIT_RESP, RETRIEVE_RESP or
- * ERROR, any version: drop, so servers never answer each other's replies),
+ * bytes; token roles must fit the message (Ea: A; DEPOSIT: AS; RETRIEVE: B;
+ * IBE_KEY_REQ: its one token IBE); ct_len must be 2..KMS_TOKEN_PT_MAX;
+ * nothing may follow the last field.
+ * Order: header (else drop), reply type (DEPOSIT_RESP, RETRIEVE_RESP,
+ * IBE_KEY_RESP or ERROR, any version: drop, so servers never answer each
+ * other's replies),
  * version, type, size (> KMS_DGRAM_MAX is MALFORMED), body structure, then
  * token roles (only of a well-formed body).
  * @p out is written in full on success. On failure with a non-OK @p status

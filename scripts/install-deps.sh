@@ -18,6 +18,8 @@ PKGS=(
   libdpdk-dev                                 # kmsd --io dpdk
   dpdk dpdk-dev ethtool                       # DPDK e2e: dpdk-testpmd, veth checksum offload off
   gnuplot-nox                                 # kms-loadgen plots
+  espeak-ng                                   # the demo's voice message
+  tshark                                      # e2e_dissector (dumpcap, Lua)
   clang libclang-rt-14-dev                    # libFuzzer harnesses (tests/fuzz)
 )
 

@@ -25,6 +25,13 @@ run_config() {
 echo "=== release build (-Wall -Wextra -Werror) ==="
 run_config build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
+echo "=== the demo, both variants (on the release build) ==="
+out=$(mktemp -d /tmp/kms-demo-out-XXXXXX)
+KMS_DEMO_BUILD=build-test KMS_DEMO_OUT=$out timeout 600 scripts/demo.sh
+KMS_DEMO_BUILD=build-test KMS_DEMO_OUT=$out timeout 600 scripts/demo.sh ibake
+ls "$out"/load-latency.png "$out"/load-throughput.png "$out"/bob-received.wav >/dev/null
+rm -rf "$out"
+
 if [ "${KMS_TEST_FAST:-0}" != 1 ]; then
   echo "=== AddressSanitizer + UBSan build ==="
   # LeakSanitizer stays on: kmsd's clean SIGTERM exit is checked too.

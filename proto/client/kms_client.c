@@ -14,11 +14,15 @@
  *                       --out kb.txt [--ts-offset-ms N] [--save-request F]
  *                       [--timeout-ms N] [--txid N] [--force-mismatch]
  *   kms-client send     --server HOST:PORT --in F [--timeout-ms N]
+ *   kms-client encrypt  --media-key ka.txt --in F --out F.enc
+ *   kms-client decrypt  --media-key kb.txt --in F.enc --out F
  *
  * token: UE-A seals Ea(ID-A,ID-B). deposit: the mailbox AS adds Eas and asks
  * the KMS for Ea(K); it keeps the security parameters for B and forwards the
  * reply to A. open: UE-A opens Ea(K). retrieve: UE-B gets Eb(K). send:
- * replays a datagram saved by --save-request, once. deposit and retrieve
+ * replays a datagram saved by --save-request, once. encrypt/decrypt: the
+ * media itself under K (what A and B do with K): AES-256-GCM, file =
+ * "KMSM" | key_id (16) | nonce (12) | ct | tag (16), AD = "KMSM" | key_id. deposit and retrieve
  * try 3 times on a timeout, each time with a freshly sealed Eas or Eb.
  * Secrets come from files only. Text files hold "key = value" lines; key
  * outputs (ka.txt, kb.txt: key_id, k) are written with mode 0600. The
@@ -34,6 +38,9 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "kms_client.h"
 #include "kms_err.h"
@@ -53,7 +60,7 @@ enum { EX_OK = 0, EX_LOCAL = 1, EX_REFUSED = 2, EX_TIMEOUT = 3 };
 enum opt_id {
 	OPT_KEY, OPT_PEER, OPT_OUT, OPT_TS_OFFSET, OPT_SERVER, OPT_TOKEN,
 	OPT_PARAMS_OUT, OPT_REPLY_OUT, OPT_SAVE, OPT_TIMEOUT, OPT_TXID,
-	OPT_REPLY, OPT_PARAMS, OPT_IN, OPT_FORCE, OPT_HELP, OPT__COUNT
+	OPT_REPLY, OPT_PARAMS, OPT_IN, OPT_FORCE, OPT_MEDIA, OPT_HELP, OPT__COUNT
 };
 #define B(x) (1u << (x))
 
@@ -73,6 +80,7 @@ static const struct option long_opts[] = {
 	{ "params", required_argument, NULL, 256 + OPT_PARAMS },
 	{ "in", required_argument, NULL, 256 + OPT_IN },
 	{ "force-mismatch", no_argument, NULL, 256 + OPT_FORCE },
+	{ "media-key", required_argument, NULL, 256 + OPT_MEDIA },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -101,6 +109,8 @@ static void usage(FILE *f)
 	      "                      --out kb.txt [--ts-offset-ms N] [--save-request FILE]\n"
 	      "                      [--timeout-ms N] [--txid N] [--force-mismatch]\n"
 	      "  kms-client send     --server HOST:PORT --in FILE [--timeout-ms N]\n"
+	      "  kms-client encrypt  --media-key ka.txt --in FILE --out FILE.enc\n"
+	      "  kms-client decrypt  --media-key kb.txt --in FILE.enc --out FILE\n"
 	      "HOST is a name, an IPv4 literal or [IPv6]. Secrets come from files.\n"
 	      "--force-mismatch skips the local key kind / identity checks (tests).\n"
 	      "Exit: 0 ok, 1 usage or local error, 2 refused by the KMS, 3 no reply.\n",
@@ -483,6 +493,124 @@ static int cmd_send(const struct opts *o)
 	return resp.hdr.type == KMS_T_ERROR ? EX_REFUSED : EX_OK;
 }
 
+/* ---- media under K (encrypt, decrypt) ---- */
+
+#define MEDIA_MAGIC "KMSM"
+#define MEDIA_HDR (4 + KMS_KEY_ID_LEN + KMS_NONCE_LEN)
+#define MEDIA_MAX (256u << 20)
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *buf = NULL;
+	long n;
+
+	if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 ||
+	    (size_t)n > MEDIA_MAX || fseek(f, 0, SEEK_SET) ||
+	    !(buf = malloc((size_t)n + 1)) ||
+	    fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		kc_errmsg("%s: cannot read (or larger than %u bytes)", path,
+			  MEDIA_MAX);
+		free(buf);
+		buf = NULL;
+	} else {
+		*len = (size_t)n;
+	}
+	if (f)
+		fclose(f);
+	return buf;
+}
+
+static int write_file(const char *path, const uint8_t *p, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+
+	if (!f || fwrite(p, 1, n, f) != n || fflush(f) || fsync(fileno(f))) {
+		kc_errmsg("%s: cannot write: %s", path, strerror(errno));
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	return fclose(f) ? -1 : 0;
+}
+
+static int cmd_media(const struct opts *o, int enc)
+{
+	struct kc_kv kv;
+	uint8_t k[KMS_KEY_LEN], kid[KMS_KEY_ID_LEN], ad[4 + KMS_KEY_ID_LEN];
+	uint8_t *in = NULL, *out = NULL;
+	size_t len = 0, olen;
+	int rc = EX_LOCAL;
+
+	if (kc_kv_read(o->val[OPT_MEDIA], &kv) ||
+	    kc_kv_hex(&kv, "k", k, KMS_KEY_LEN, KMS_KEY_LEN) != KMS_KEY_LEN ||
+	    kc_kv_hex(&kv, "key_id", kid, KMS_KEY_ID_LEN, KMS_KEY_ID_LEN) !=
+		    KMS_KEY_ID_LEN)
+		goto out;
+	memcpy(ad, MEDIA_MAGIC, 4);
+	memcpy(ad + 4, kid, sizeof(kid));
+	in = read_file(o->val[OPT_IN], &len);
+	if (!in)
+		goto out;
+	if (enc) {
+		olen = MEDIA_HDR + len + KMS_TAG_LEN;
+		out = malloc(olen);
+		if (!out)
+			goto out;
+		memcpy(out, ad, sizeof(ad));
+		if (RAND_bytes(out + sizeof(ad), KMS_NONCE_LEN) != 1 ||
+		    kms_gcm_seal(k, out + sizeof(ad), ad, sizeof(ad), in, len,
+				 out + MEDIA_HDR, out + MEDIA_HDR + len))
+			goto out;
+	} else {
+		if (len < MEDIA_HDR + KMS_TAG_LEN || memcmp(in, MEDIA_MAGIC, 4)) {
+			kc_errmsg("%s: not a file made by kms-client encrypt",
+				  o->val[OPT_IN]);
+			goto out;
+		}
+		if (memcmp(in + 4, kid, sizeof(kid))) {
+			kc_errmsg("%s was encrypted under another key id than "
+				  "the one in %s", o->val[OPT_IN],
+				  o->val[OPT_MEDIA]);
+			rc = EX_REFUSED;
+			goto out;
+		}
+		olen = len - MEDIA_HDR - KMS_TAG_LEN;
+		out = malloc(olen + 1);
+		if (!out)
+			goto out;
+		if (kms_gcm_open(k, in + sizeof(ad), ad, sizeof(ad),
+				 in + MEDIA_HDR, olen, in + len - KMS_TAG_LEN,
+				 out)) {
+			kc_errmsg("%s does not decrypt under this K (altered, "
+				  "or another K)", o->val[OPT_IN]);
+			rc = EX_REFUSED;
+			goto out;
+		}
+	}
+	if (write_file(o->val[OPT_OUT], out, olen))
+		goto out;
+	rc = EX_OK;
+out:
+	OPENSSL_cleanse(k, sizeof(k));
+	OPENSSL_cleanse(&kv, sizeof(kv));
+	if (out && !enc)
+		OPENSSL_cleanse(out, olen);
+	free(in);
+	free(out);
+	return rc;
+}
+
+static int cmd_encrypt(const struct opts *o)
+{
+	return cmd_media(o, 1);
+}
+
+static int cmd_decrypt(const struct opts *o)
+{
+	return cmd_media(o, 0);
+}
+
 struct cmd {
 	const char *name;
 	int (*fn)(const struct opts *o);
@@ -502,6 +630,8 @@ static const struct cmd cmds[] = {
 	{ "retrieve", cmd_retrieve, B(OPT_SERVER) | B(OPT_KEY) |
 	  B(OPT_PARAMS) | B(OPT_OUT), NET_OPTS },
 	{ "send", cmd_send, B(OPT_SERVER) | B(OPT_IN), B(OPT_TIMEOUT) },
+	{ "encrypt", cmd_encrypt, B(OPT_MEDIA) | B(OPT_IN) | B(OPT_OUT), 0 },
+	{ "decrypt", cmd_decrypt, B(OPT_MEDIA) | B(OPT_IN) | B(OPT_OUT), 0 },
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
