@@ -342,4 +342,24 @@ if python3 -c 'import socket; socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).
 		--out ka6.txt
 	cmp -s ka6.txt kb6.txt || fail "IPv6: A and B hold different keys"
 fi
+# encrypt/decrypt: the media under K; a changed byte, another key id or
+# another K is refused and writes nothing.
+head -c 70000 /dev/urandom > media.bin
+printf 'key_id = %s\nk = %s\n' 00112233445566778899aabbccddeeff \
+	"$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > mk.txt
+printf 'key_id = %s\nk = %s\n' 00112233445566778899aabbccddeeff \
+	"$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > mk2.txt
+printf 'key_id = %s\nk = %s\n' ffffffffffffffffffffffffffffffff \
+	"$(sed -n 's/^k = //p' mk.txt)" > mk3.txt
+expect_rc 0 "$CLIENT" encrypt --media-key mk.txt --in media.bin --out media.enc
+[ "$(stat -c %s media.enc)" -eq $((70000 + 4 + 16 + 12 + 16)) ] || fail "encrypted size"
+expect_rc 0 "$CLIENT" decrypt --media-key mk.txt --in media.enc --out media.out
+cmp -s media.bin media.out || fail "decrypt does not give the plaintext back"
+expect_rc 2 "$CLIENT" decrypt --media-key mk2.txt --in media.enc --out bad.out
+has err "does not decrypt"
+expect_rc 2 "$CLIENT" decrypt --media-key mk3.txt --in media.enc --out bad.out
+has err "another key id"
+printf '\x01' | dd of=media.enc bs=1 seek=40000 conv=notrunc 2>/dev/null
+expect_rc 2 "$CLIENT" decrypt --media-key mk.txt --in media.enc --out bad.out
+[ ! -e bad.out ] || fail "bad.out written for a refused decrypt"
 echo "client_offline: all ok"
