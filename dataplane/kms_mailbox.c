@@ -10,6 +10,7 @@
  *
  *   kms-mailbox [--config FILE] [--listen HOST:PORT] [--store DIR]
  *               [--keys MB.ibe] [--params ibe.params] [--verbose]
+ *               [--check-config]
  *
  * TCP, one thread per connection (at most max_conns; more are answered
  * BUSY and closed), frames of docs/PROTOCOL.md part II. SIGINT/SIGTERM:
@@ -453,12 +454,16 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: kms-mailbox [--config FILE] [--listen HOST:PORT] [--store DIR]\n"
 		"                   [--keys MB.ibe] [--params ibe.params] [--verbose]\n"
+		"                   [--check-config]\n"
 		"  --config FILE   INI file with a [mailbox] section (config/kms-mailbox.conf.example)\n"
 		"  --listen        TCP address (default 127.0.0.1:7440; port 0: any free port,\n"
 		"                  printed on the ready line)\n"
 		"  --store DIR     the message store (LMDB), created if missing\n"
 		"  --keys FILE     the mailbox's own IBE keys (kms-ibake keys, as an enrolled AS)\n"
-		"  --params FILE   the KMS's IBE public parameters (kmsctl ibe show --out)\n");
+		"  --params FILE   the KMS's IBE public parameters (kmsctl ibe show --out)\n"
+		"  --check-config  read the configuration, the keys and the parameters\n"
+		"                  (the keys are checked against them), then exit\n"
+		"  --verbose       debug logging\n");
 }
 
 int main(int argc, char **argv)
@@ -470,6 +475,7 @@ int main(int argc, char **argv)
 		{ "keys", required_argument, NULL, 'k' },
 		{ "params", required_argument, NULL, 'p' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "check-config", no_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -478,7 +484,7 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_stop };
 	struct kms_mbox_config sc;
 	uint64_t next_purge;
-	int verbose = 0, lfd = -1, rc = 1, c;
+	int verbose = 0, check = 0, lfd = -1, rc = 1, c;
 
 	kms_log_init("kms-mailbox", KMS_LOG_INFO, 0);
 	if (kms_secmem_openssl_heap())
@@ -496,6 +502,7 @@ int main(int argc, char **argv)
 		case 'k': over[2] = optarg; break;
 		case 'p': over[3] = optarg; break;
 		case 'v': verbose = 1; break;
+		case 'C': check = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -542,6 +549,14 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	kms_ibe_period(now_ms(), cur);
+	if (check) {
+		printf("kms-mailbox: configuration ok: listen %s, store %s, id %s, "
+		       "keys of %s%s\n", mb.cfg.listen, mb.cfg.store, mb.keys->id,
+		       mb.keys->period, strcmp(cur, mb.keys->period) ?
+		       " (not this month's)" : "");
+		rc = 0;
+		goto out;
+	}
 	if (strcmp(cur, mb.keys->period))
 		KMS_WARN("the mailbox keys are for %s, this is %s: parties "
 			 "with keys of %s are refused BAD_PERIOD",

@@ -118,6 +118,8 @@ printf '[mailbox]\nlisten = 127.0.0.1:0\nbogus = 1\n' > "$W/bad.conf"
 out=$("$MAILBOX" --config "$W/bad.conf" 2>&1) && fail "unknown key accepted" \
   || { echo "$out" | grep -q "bad.conf:3: unknown key 'bogus'" \
        && pass "config errors name file:line" || fail "bad config: $out"; }
+"$MAILBOX" --config "$W/mailbox.conf" --check-config | grep -q "configuration ok" \
+  && pass "kms-mailbox --check-config" || fail "kms-mailbox --check-config"
 start_mailbox() {
   : > "$W/mailbox.log"
   "$MAILBOX" --config "$W/mailbox.conf" >>"$W/mailbox.log" 2>&1 &
