@@ -79,6 +79,7 @@ struct kms_worker {
 	uint64_t dfr_oldest_ms;
 	uint64_t dfr_retry_ms;     /* after a failed flush: not before */
 	struct kms_stats st;
+	uint16_t no_txn_status;    /* why this batch has no read txn */
 };
 
 struct deferred {
@@ -668,7 +669,7 @@ static uint16_t admit_ibe(struct kms_worker *w, struct kms_ks_txn *txn,
 
 	p->kind = KMS_RK_IBE_KEY;
 	if (!txn)
-		return KMS_ST_INTERNAL;
+		return w->no_txn_status;
 	if (!w->e->cfg.kgc)
 		return KMS_ST_IBE_UNAVAILABLE;
 	if (!in_skew(w->e, r->tok_x.ts_ms, now))
@@ -734,7 +735,7 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 	x_id = dep ? &r->id_as : &r->id_b;
 	p->kind = dep ? KMS_RK_DEPOSIT : KMS_RK_RETRIEVE;
 	if (!txn) /* no read transaction or no random bytes for this batch */
-		return KMS_ST_INTERNAL;
+		return w->no_txn_status;
 
 	/* Timestamps first: cheap, and no key work for stale tokens. Ea in a
 	 * RETRIEVE is the old deposit handle: it is matched, not timed. */
@@ -1096,6 +1097,10 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 		rc = KMS_ERR_CRYPTO;
 	else
 		rc = kms_ks_txn_renew(w->rtxn);
+	/* A store that cannot even be read refuses the batch STORE_FAILED
+	 * (nothing was recorded); no random bytes is an internal failure. */
+	w->no_txn_status = rc == KMS_ERR_CRYPTO ? KMS_ST_INTERNAL
+						: KMS_ST_STORE_FAILED;
 	if (!rc)
 		rtxn = w->rtxn;
 	for (unsigned i = 0; i < n; i++) {

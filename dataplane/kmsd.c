@@ -277,6 +277,15 @@ static int run_dpdk(const struct kms_config *cfg, struct kms_engine *eng,
  * Split argv at the first "--": what comes before is the EAL's (argv[0]
  * included), what follows is ours. Without "--" everything is ours.
  */
+/* LMDB's fatal error: stop (as on SIGTERM: drain, answer, count) and exit
+ * non-zero, so the supervisor (systemd Restart=on-failure) reopens the
+ * environment by restarting kmsd. Called once, from the thread that met
+ * it: kill() is async-signal-safe and wakes sigwait() or the DPDK loop. */
+static void on_store_panic(void)
+{
+	kill(getpid(), SIGTERM);
+}
+
 /* The IBE key generation centre, if `kmsctl ibe init` made one. A store
  * without it serves the core transactions; IBE_KEY_REQ then gets
  * IBE_UNAVAILABLE. A master secret that is there but unusable stops kmsd. */
@@ -466,6 +475,7 @@ int main(int argc, char **argv)
 	ec.policy_set = &pset;
 	if (kgc_load(ks, hsm, &kgc))
 		goto out;
+	kms_ks_on_panic(on_store_panic);
 	ec.kgc = kgc;
 	if (kms_engine_create(&ec, hsm, ks, &eng))
 		goto out;
@@ -478,6 +488,11 @@ int main(int argc, char **argv)
 	else
 #endif
 		rc = run_socket(&cfg, eng, ks) ? 1 : 0;
+	if (kms_ks_panicked()) {
+		KMS_ERR("stopped because the store became unusable (MDB_PANIC): "
+			"exit status 3, restart kmsd");
+		rc = 3;
+	}
 	if (purger) {
 		printf("kmsd: stats: purged_deposits=%llu\n",
 		       (unsigned long long)kmsd_purge_stop(purger));

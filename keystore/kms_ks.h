@@ -293,6 +293,18 @@ static inline int kms_ks_rewrap_done(const struct kms_ks_rewrap *cur)
 	return cur->table >= 4;
 }
 
+/**
+ * LMDB's fatal error (MDB_PANIC: a meta page write failed, e.g. on EIO or
+ * ENOSPC): the environment refuses every transaction until reopened, the
+ * data committed before is intact. The first time any call meets it, it is
+ * logged and @p fn (set once, before threads start; may be NULL) is called
+ * from that thread: kmsd asks itself to stop and exits non-zero so its
+ * supervisor restarts it. Until then every store call fails KMS_ERR_STORE.
+ */
+void kms_ks_on_panic(void (*fn)(void));
+/** 1 once MDB_PANIC was met in this process. */
+int kms_ks_panicked(void);
+
 struct kms_ks_counts {
 	size_t parties, pairs, deposits, audit, nonces;
 };

@@ -43,9 +43,37 @@ struct kms_ks_txn {
 
 static const char audit_head_key[] = "audit_head";
 
+/* MDB_PANIC: the environment had a fatal error (a meta page could not be
+ * written) and refuses every transaction until it is reopened. */
+static int ks_panicked;
+static void (*ks_panic_fn)(void);
+
+static void panic_once(void)
+{
+	if (__atomic_exchange_n(&ks_panicked, 1, __ATOMIC_ACQ_REL))
+		return;
+	KMS_ERR("keystore: the LMDB environment had a fatal error (MDB_PANIC): "
+		"no transaction works until it is reopened; what was committed "
+		"before is intact");
+	if (ks_panic_fn)
+		ks_panic_fn();
+}
+
+void kms_ks_on_panic(void (*fn)(void))
+{
+	ks_panic_fn = fn;
+}
+
+int kms_ks_panicked(void)
+{
+	return __atomic_load_n(&ks_panicked, __ATOMIC_ACQUIRE);
+}
+
 /* Map an LMDB code; log the ones an operator must see. */
 static int from_mdb(int rc, const char *what)
 {
+	if (rc == MDB_PANIC)
+		panic_once();
 	switch (rc) {
 	case MDB_SUCCESS:
 		return KMS_OK;

@@ -42,7 +42,10 @@
  * and atomics, so it is thread-safe and tolerates being reached from a
  * signal handler.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
+/* pwrite and pwrite64 are both defined here: no off_t redirection. */
 #undef _FILE_OFFSET_BITS
 #include <dlfcn.h>
 #include <errno.h>
