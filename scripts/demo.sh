@@ -82,7 +82,7 @@ echo "voice.wav: $(stat -c %s "$W/voice.wav") bytes, sha256 $(sha256sum "$W/voic
 # ---------------------------------------------------------------- MIKEY-IBAKE
 if [ "$VARIANT" = ibake ]; then
   say "kmsd as the identity-based key generation centre (loopback UDP)"
-  $KMSCTL -c "$W/kms.conf" ibe init --out "$W/ibe.params" 2>/dev/null | head -1
+  $KMSCTL -c "$W/kms.conf" ibe init --out "$W/ibe.params" 2>/dev/null | sed -n 1,1p
   $KMSD -c "$W/kms.conf" --io socket --port 0 > "$W/kmsd.log" 2>&1 &
   PIDS+=($!)
   wait_for "$W/kmsd.log" "ready: udp" 20
@@ -121,7 +121,7 @@ if [ "$VARIANT" = ibake ]; then
   grep "stats" "$W/mailbox.log"
   kill -TERM "${PIDS[0]}"; wait "${PIDS[0]}" || true
   PIDS=()
-  $KMSCTL -c "$W/kms.conf" audit 2>/dev/null | grep -E "ibe-" | head -5
+  $KMSCTL -c "$W/kms.conf" audit 2>/dev/null | grep -E "ibe-" | sed -n 1,5p
   say "Demo (MIKEY-IBAKE) done"
   exit 0
 fi
@@ -194,12 +194,12 @@ say "kms-loadgen: 3 s of mixed load from the client side, every key verified"
 ls "$OUT"/load-*.png 2>/dev/null | sed 's/^/plot: /'
 
 say "The audit trail (never any key)"
-$KMSCTL -c "$W/kms.conf" audit 2>/dev/null | head -8
+$KMSCTL -c "$W/kms.conf" audit 2>/dev/null | sed -n 1,8p
 echo "... $($KMSCTL -c "$W/kms.conf" audit 2>/dev/null | wc -l) records; chain: \
 $($KMSCTL -c "$W/kms.conf" audit verify 2>/dev/null | tail -1)"
 
 say "kmsd stops on SIGTERM and prints its counters"
 kill -TERM "${PIDS[0]}"; wait "${PIDS[0]}" || true
 PIDS=()
-grep "stats" "$W/kmsd.log" | head -12
+grep "stats" "$W/kmsd.log" | sed -n 1,12p
 say "Demo done (report and plots in $OUT)"
