@@ -20,6 +20,7 @@ PKGS=(
   gnuplot-nox                                 # kms-loadgen plots
   espeak-ng                                   # the demo's voice message
   tshark                                      # e2e_dissector (dumpcap, Lua)
+  help2man systemd                            # man pages; systemd-analyze verify (e2e_package)
   clang libclang-rt-14-dev                    # libFuzzer harnesses (tests/fuzz)
 )
 
