@@ -146,4 +146,39 @@ int kms_sakke_derive_r(const struct kms_sakke *s,
 /** The group order q, big-endian (the KGC draws z in [2, q-1]). */
 int kms_sakke_order(const struct kms_sakke *s, uint8_t q[KMS_SAKKE_Z_LEN]);
 
+/**
+ * A receiver's prepared key (K_(b,S) with its identifier and Z_S): the
+ * Miller-loop lines of the RSK and the table of [b]P + Z_S, for
+ * kms_sakke_decap_prepared(), which costs well under half a
+ * kms_sakke_decap(). About 0.5 MB; holds the secret key (wiped on free).
+ * Immutable once built: may be shared between threads.
+ */
+struct kms_sakke_rskp;
+
+/**
+ * Prepare @p rsk for identifier @p id under KMS public key @p zs, checking
+ * it as kms_sakke_rsk_check() does (RFC 6508 section 6.1.2).
+ * @return KMS_OK; KMS_ERR_MALFORMED if @p zs or @p rsk is not an encoded
+ *         point, or [b]P + Z_S or the RSK has not order q; KMS_ERR_AUTH if
+ *         the RSK check fails; KMS_ERR_INVAL for a bad identifier or
+ *         argument; KMS_ERR_NOMEM or KMS_ERR_CRYPTO.
+ */
+int kms_sakke_rsk_prepare(const struct kms_sakke *s,
+			  const uint8_t zs[KMS_SAKKE_POINT_LEN],
+			  const uint8_t *id, size_t id_len,
+			  const uint8_t rsk[KMS_SAKKE_POINT_LEN],
+			  struct kms_sakke_rskp **out);
+
+/** Free (and wipe) a prepared key; NULL is ignored. */
+void kms_sakke_rskp_free(struct kms_sakke_rskp *k);
+
+/**
+ * kms_sakke_decap() with the prepared key's RSK, identifier and Z_S: the
+ * same SSV and the same errors for the same inputs.
+ */
+int kms_sakke_decap_prepared(const struct kms_sakke *s,
+			     const struct kms_sakke_rskp *k,
+			     const uint8_t enc[KMS_SAKKE_ENC_LEN],
+			     uint8_t ssv[KMS_SAKKE_SSV_LEN]);
+
 #endif /* KMS_SAKKE_H */

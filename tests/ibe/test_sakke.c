@@ -4,7 +4,9 @@
  * (parameter set 1 of RFC 6509, whose g is checked as <P, P>), then the
  * refusals: wrong identity, tampered R or H, wrong or malformed RSK,
  * points off the curve or outside the order-q subgroup, bad arguments;
- * random round trips and a bilinearity spot check.
+ * random round trips and a bilinearity spot check; scalar multiples at
+ * the edges and on points of order 2q, 4q and 4 against OpenSSL's EC; the
+ * prepared RSK against kms_sakke_decap().
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -632,6 +634,358 @@ static void test_bilinear(void **state)
 	BN_CTX_free(c);
 }
 
+/* ------------------------------- scalar multiples against OpenSSL's EC */
+
+/* The curve in OpenSSL's EC (no generator: its own variable-time wNAF). */
+struct ref {
+	BN_CTX *c;
+	EC_GROUP *grp;
+	BIGNUM *p, *q, *k, *x, *y;
+};
+
+static void ref_init(struct ref *r)
+{
+	uint8_t buf[KMS_SAKKE_FP_LEN];
+	BIGNUM *a, *b;
+
+	r->c = BN_CTX_new();
+	r->p = BN_new();
+	r->q = BN_new();
+	r->k = BN_new();
+	r->x = BN_new();
+	r->y = BN_new();
+	a = BN_new();
+	b = BN_new();
+	assert_true(r->c && r->p && r->q && r->k && r->x && r->y && a && b);
+	unhex(P_HEX, buf, sizeof(buf));
+	assert_non_null(BN_bin2bn(buf, sizeof(buf), r->p));
+	unhex(Q_HEX, buf, sizeof(buf));
+	assert_non_null(BN_bin2bn(buf, sizeof(buf), r->q));
+	assert_true(BN_sub(a, r->p, BN_value_one()) && BN_sub_word(a, 2));
+	BN_zero(b);
+	r->grp = EC_GROUP_new_curve_GFp(r->p, a, b, r->c);
+	assert_non_null(r->grp);
+	BN_free(a);
+	BN_free(b);
+}
+
+static void ref_free(struct ref *r)
+{
+	EC_GROUP_free(r->grp);
+	BN_free(r->p);
+	BN_free(r->q);
+	BN_free(r->k);
+	BN_free(r->x);
+	BN_free(r->y);
+	BN_CTX_free(r->c);
+}
+
+static EC_POINT *ref_point(struct ref *r, const uint8_t in[KMS_SAKKE_POINT_LEN])
+{
+	EC_POINT *pt = EC_POINT_new(r->grp);
+
+	assert_non_null(pt);
+	assert_non_null(BN_bin2bn(in + 1, KMS_SAKKE_FP_LEN, r->x));
+	assert_non_null(BN_bin2bn(in + 1 + KMS_SAKKE_FP_LEN, KMS_SAKKE_FP_LEN,
+				  r->y));
+	assert_true(EC_POINT_set_affine_coordinates(r->grp, pt, r->x, r->y,
+						    r->c));
+	return pt;
+}
+
+/* 0 for O (no encoding) */
+static int ref_encode(struct ref *r, const EC_POINT *pt,
+		      uint8_t out[KMS_SAKKE_POINT_LEN])
+{
+	if (EC_POINT_is_at_infinity(r->grp, pt))
+		return 0;
+	assert_true(EC_POINT_get_affine_coordinates(r->grp, pt, r->x, r->y,
+						    r->c));
+	out[0] = 0x04;
+	assert_true(BN_bn2binpad(r->x, out + 1, KMS_SAKKE_FP_LEN) > 0);
+	assert_true(BN_bn2binpad(r->y, out + 1 + KMS_SAKKE_FP_LEN,
+				 KMS_SAKKE_FP_LEN) > 0);
+	return 1;
+}
+
+/* a point of order 4: [q]X for points X until one has it */
+static EC_POINT *ref_order4(struct ref *r)
+{
+	EC_POINT *pt = EC_POINT_new(r->grp), *t = EC_POINT_new(r->grp);
+	unsigned long x;
+
+	assert_true(pt && t);
+	for (x = 5;; x++) {
+		assert_true(BN_set_word(r->x, x));
+		if (!EC_POINT_set_compressed_coordinates(r->grp, pt, r->x, 0,
+							 r->c))
+			continue;
+		assert_true(EC_POINT_mul(r->grp, pt, NULL, pt, r->q, r->c));
+		assert_true(EC_POINT_dbl(r->grp, t, pt, r->c));
+		if (!EC_POINT_is_at_infinity(r->grp, t))
+			break;
+	}
+	EC_POINT_free(t);
+	return pt;
+}
+
+/* [z]P for z near the ends of [2, q-1] and at window edges; RSKs +-P */
+static void test_public_edges(void **state)
+{
+	static const long small[] = { 2, 3, 4, 31, 32, 33, 63, 64, 65, 1023 };
+	static const long near_q[] = { 1, 2, 3, 53, 54, 55, 56, 64, 65 };
+	uint8_t pt[KMS_SAKKE_POINT_LEN], z[KMS_SAKKE_Z_LEN];
+	uint8_t got[KMS_SAKKE_POINT_LEN], want[KMS_SAKKE_POINT_LEN];
+	struct ref r;
+	EC_POINT *P, *T;
+	size_t i;
+
+	(void)state;
+	ref_init(&r);
+	base_point(pt);
+	P = ref_point(&r, pt);
+	T = EC_POINT_new(r.grp);
+	assert_non_null(T);
+	for (i = 0; i < 2 * 10 + 9; i++) {
+		if (i < 10) {
+			assert_true(BN_set_word(r.k, (BN_ULONG)small[i]));
+		} else if (i < 19) {
+			assert_true(BN_copy(r.k, r.q) &&
+				    BN_sub_word(r.k, (BN_ULONG)near_q[i - 10]));
+		} else {
+			assert_true(BN_rand_range(r.k, r.q));
+			if (BN_cmp(r.k, BN_value_one()) <= 0)
+				continue;
+			if (i & 1)      /* a short one, or an even one */
+				assert_true(BN_rshift(r.k, r.k, 600));
+			else
+				assert_true(BN_clear_bit(r.k, 0) ||
+					    BN_is_zero(r.k));
+			if (BN_cmp(r.k, BN_value_one()) <= 0)
+				continue;
+		}
+		scalar_bytes(r.k, z);
+		assert_int_equal(kms_sakke_public(sk, z, got), KMS_OK);
+		assert_true(EC_POINT_mul(r.grp, T, NULL, P, r.k, r.c));
+		assert_int_equal(ref_encode(&r, T, want), 1);
+		assert_memory_equal(got, want, sizeof(want));
+	}
+	/* RSKs [1]P and [q-1]P: b = 5 and z = q - 4, z = q - 6 */
+	{
+		static const uint8_t five[] = { 0x05 };
+
+		assert_true(BN_copy(r.k, r.q) && BN_sub_word(r.k, 4));
+		scalar_bytes(r.k, z);
+		assert_int_equal(kms_sakke_rsk(sk, z, five, 1, got), KMS_OK);
+		assert_memory_equal(got, pt, sizeof(pt));
+		assert_true(BN_sub_word(r.k, 2));
+		scalar_bytes(r.k, z);
+		assert_int_equal(kms_sakke_rsk(sk, z, five, 1, got), KMS_OK);
+		assert_true(EC_POINT_copy(T, P) && EC_POINT_invert(r.grp, T,
+								     r.c));
+		assert_int_equal(ref_encode(&r, T, want), 1);
+		assert_memory_equal(got, want, sizeof(want));
+	}
+	EC_POINT_free(P);
+	EC_POINT_free(T);
+	ref_free(&r);
+}
+
+/*
+ * R = [r]([b]P + Z) for a Z with a component of order 2 or 4 ([b]P + Z of
+ * order 2q, 4q), and for b = q with Z of order 4 ([b]P + Z = Z): the same
+ * R as OpenSSL's, or KMS_ERR_CRYPTO when that is O.
+ */
+static void test_encap_any_order(void **state)
+{
+	uint8_t zs[KMS_SAKKE_POINT_LEN], bad[KMS_SAKKE_POINT_LEN];
+	uint8_t pt[KMS_SAKKE_POINT_LEN], want[KMS_SAKKE_POINT_LEN];
+	uint8_t enc[KMS_SAKKE_ENC_LEN], ssv[KMS_SAKKE_SSV_LEN];
+	uint8_t rb[KMS_SAKKE_Z_LEN], qid[KMS_SAKKE_Z_LEN];
+	struct ref r;
+	EC_POINT *P, *Z, *T4, *T, *A;
+	int i, kind, ret;
+
+	(void)state;
+	ref_init(&r);
+	base_point(pt);
+	P = ref_point(&r, pt);
+	unhex(ZS_HEX, zs, sizeof(zs));
+	Z = ref_point(&r, zs);
+	T4 = ref_order4(&r);
+	T = EC_POINT_new(r.grp);
+	A = EC_POINT_new(r.grp);
+	assert_true(T && A);
+	unhex(Q_HEX, qid, sizeof(qid));
+	for (kind = 0; kind < 3; kind++) {
+		const uint8_t *id = kind == 2 ? qid : ID_B;
+		size_t id_len = kind == 2 ? sizeof(qid) : ID_B_LEN;
+
+		/* the bad Z: Z + [2]T4, Z + T4, T4 */
+		if (kind == 0)
+			assert_true(EC_POINT_dbl(r.grp, A, T4, r.c) &&
+				    EC_POINT_add(r.grp, A, A, Z, r.c));
+		else if (kind == 1)
+			assert_true(EC_POINT_add(r.grp, A, T4, Z, r.c));
+		else
+			assert_true(EC_POINT_copy(A, T4));
+		assert_int_equal(ref_encode(&r, A, bad), 1);
+		assert_non_null(BN_bin2bn(id, (int)id_len, r.k));
+		assert_true(EC_POINT_mul(r.grp, T, NULL, P, r.k, r.c) &&
+			    EC_POINT_add(r.grp, T, T, A, r.c));
+		for (i = 0; i < 6; i++) {
+			memset(ssv, 0x11 * (i + 1), sizeof(ssv));
+			assert_int_equal(kms_sakke_derive_r(sk, ssv, id, id_len,
+							    rb), KMS_OK);
+			assert_non_null(BN_bin2bn(rb, sizeof(rb), r.k));
+			assert_true(EC_POINT_mul(r.grp, A, NULL, T, r.k, r.c));
+			ret = kms_sakke_encap(sk, bad, id, id_len, ssv, enc);
+			if (!ref_encode(&r, A, want)) {
+				assert_int_equal(ret, KMS_ERR_CRYPTO);
+				continue;
+			}
+			assert_int_equal(ret, KMS_OK);
+			assert_memory_equal(enc, want, sizeof(want));
+		}
+	}
+	EC_POINT_free(P);
+	EC_POINT_free(Z);
+	EC_POINT_free(T4);
+	EC_POINT_free(T);
+	EC_POINT_free(A);
+	ref_free(&r);
+}
+
+/* ------------------------------------------------------ prepared RSK */
+
+static void test_prepared_rfc(void **state)
+{
+	static const uint8_t other[] = "2011-02\0tel:+447700900124";
+	uint8_t zs[KMS_SAKKE_POINT_LEN], rsk[KMS_SAKKE_POINT_LEN];
+	uint8_t enc[KMS_SAKKE_ENC_LEN], bad[KMS_SAKKE_ENC_LEN];
+	uint8_t ssv[KMS_SAKKE_SSV_LEN], want[KMS_SAKKE_SSV_LEN];
+	uint8_t keep[KMS_SAKKE_SSV_LEN], pt[KMS_SAKKE_POINT_LEN];
+	struct kms_sakke_rskp *k = NULL, *k2 = NULL;
+	size_t i;
+	static const size_t flips[] = { 1 + 77, KMS_SAKKE_POINT_LEN - 1,
+					KMS_SAKKE_POINT_LEN + 3 };
+
+	(void)state;
+	unhex(ZS_HEX, zs, sizeof(zs));
+	unhex(RSK_HEX, rsk, sizeof(rsk));
+	unhex(SSV_HEX, want, sizeof(want));
+	rfc_enc(enc);
+	assert_int_equal(kms_sakke_rsk_prepare(sk, zs, ID_B, ID_B_LEN, rsk,
+					       &k), KMS_OK);
+	assert_non_null(k);
+	memset(ssv, 0, sizeof(ssv));
+	assert_int_equal(kms_sakke_decap_prepared(sk, k, enc, ssv), KMS_OK);
+	assert_memory_equal(ssv, want, sizeof(want));
+
+	/* the same verdicts as kms_sakke_decap() on tampered input */
+	memset(ssv, 0x5A, sizeof(ssv));
+	memcpy(keep, ssv, sizeof(keep));
+	for (i = 0; i < sizeof(flips) / sizeof(flips[0]); i++) {
+		memcpy(bad, enc, sizeof(bad));
+		bad[flips[i]] ^= 0x10;
+		assert_int_equal(kms_sakke_decap_prepared(sk, k, bad, ssv),
+				 kms_sakke_decap(sk, zs, ID_B, ID_B_LEN, rsk,
+						 bad, ssv));
+	}
+	memcpy(bad, enc, sizeof(bad));
+	bad[0] = 0x02;
+	assert_int_equal(kms_sakke_decap_prepared(sk, k, bad, ssv),
+			 KMS_ERR_MALFORMED);
+	/* R = P: order q, wrong; R = (0, 0) + P: not of order q */
+	memcpy(bad, enc, sizeof(bad));
+	base_point(bad);
+	assert_int_equal(kms_sakke_decap_prepared(sk, k, bad, ssv),
+			 KMS_ERR_AUTH);
+	{
+		struct ref r;
+		EC_POINT *P, *T2;
+
+		ref_init(&r);
+		P = ref_point(&r, bad);
+		T2 = EC_POINT_new(r.grp);
+		assert_non_null(T2);
+		BN_zero(r.x);
+		BN_zero(r.y);
+		assert_true(EC_POINT_set_affine_coordinates(r.grp, T2, r.x,
+							    r.y, r.c));
+		assert_true(EC_POINT_add(r.grp, P, P, T2, r.c));
+		assert_int_equal(ref_encode(&r, P, bad), 1);
+		assert_int_equal(kms_sakke_decap_prepared(sk, k, bad, ssv),
+				 KMS_ERR_MALFORMED);
+		assert_int_equal(kms_sakke_decap(sk, zs, ID_B, ID_B_LEN, rsk,
+						 bad, ssv), KMS_ERR_MALFORMED);
+		/* a Z_S with a component of order 2 is refused */
+		EC_POINT_free(P);
+		P = ref_point(&r, zs);
+		assert_true(EC_POINT_add(r.grp, P, P, T2, r.c));
+		assert_int_equal(ref_encode(&r, P, pt), 1);
+		assert_int_equal(kms_sakke_rsk_prepare(sk, pt, ID_B, ID_B_LEN,
+						       rsk, &k2),
+				 KMS_ERR_MALFORMED);
+		EC_POINT_free(P);
+		EC_POINT_free(T2);
+		ref_free(&r);
+	}
+	assert_memory_equal(ssv, keep, sizeof(keep));
+
+	/* refusals when preparing */
+	assert_int_equal(kms_sakke_rsk_prepare(sk, zs, other, sizeof(other),
+					       rsk, &k2), KMS_ERR_AUTH);
+	base_point(pt);
+	assert_int_equal(kms_sakke_rsk_prepare(sk, zs, ID_B, ID_B_LEN, pt,
+					       &k2), KMS_ERR_AUTH);
+	memcpy(pt, rsk, sizeof(pt));
+	pt[100] ^= 0x04;
+	assert_int_equal(kms_sakke_rsk_prepare(sk, zs, ID_B, ID_B_LEN, pt,
+					       &k2), KMS_ERR_MALFORMED);
+	assert_int_equal(kms_sakke_rsk_prepare(sk, zs, ID_B, 0, rsk, &k2),
+			 KMS_ERR_INVAL);
+	assert_null(k2);
+	assert_int_equal(kms_sakke_decap_prepared(sk, NULL, enc, ssv),
+			 KMS_ERR_INVAL);
+	kms_sakke_rskp_free(k);
+	kms_sakke_rskp_free(NULL);
+}
+
+static void test_prepared_random(void **state)
+{
+	uint8_t z[KMS_SAKKE_Z_LEN], zs[KMS_SAKKE_POINT_LEN];
+	uint8_t rsk[KMS_SAKKE_POINT_LEN], enc[KMS_SAKKE_ENC_LEN];
+	uint8_t ssv[KMS_SAKKE_SSV_LEN], got[KMS_SAKKE_SSV_LEN];
+	uint8_t got2[KMS_SAKKE_SSV_LEN];
+	static const uint8_t id[] = "2026-01\0sip:prepared@example.org";
+	struct kms_sakke_rskp *k = NULL;
+	int i;
+
+	(void)state;
+	assert_int_equal(RAND_bytes(z, sizeof(z)), 1);
+	z[0] = 0;
+	z[1] = 0x01;
+	assert_int_equal(kms_sakke_public(sk, z, zs), KMS_OK);
+	assert_int_equal(kms_sakke_rsk(sk, z, id, sizeof(id), rsk), KMS_OK);
+	assert_int_equal(kms_sakke_rsk_prepare(sk, zs, id, sizeof(id), rsk,
+					       &k), KMS_OK);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(RAND_bytes(ssv, sizeof(ssv)), 1);
+		assert_int_equal(kms_sakke_encap(sk, zs, id, sizeof(id), ssv,
+						 enc), KMS_OK);
+		memset(got, 0, sizeof(got));
+		memset(got2, 0, sizeof(got2));
+		assert_int_equal(kms_sakke_decap_prepared(sk, k, enc, got),
+				 KMS_OK);
+		assert_int_equal(kms_sakke_decap(sk, zs, id, sizeof(id), rsk,
+						 enc, got2), KMS_OK);
+		assert_memory_equal(got, ssv, sizeof(ssv));
+		assert_memory_equal(got2, ssv, sizeof(ssv));
+	}
+	kms_sakke_rskp_free(k);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -650,6 +1004,10 @@ int main(void)
 		cmocka_unit_test(test_bad_args),
 		cmocka_unit_test(test_random_roundtrip),
 		cmocka_unit_test(test_bilinear),
+		cmocka_unit_test(test_public_edges),
+		cmocka_unit_test(test_encap_any_order),
+		cmocka_unit_test(test_prepared_rfc),
+		cmocka_unit_test(test_prepared_random),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
