@@ -1262,19 +1262,10 @@ static void print_kekrot(json_t *k)
 /* One control request; the reply's "kek_rotation" object, or NULL. */
 static json_t *kek_call(const char *path, const char *line)
 {
-	json_t *r, *k;
-	char err[512];
+	json_t *r = kmsctl_call(path, line), *k;
 
-	if (kms_ctl_call(path, line, &r, err, sizeof(err))) {
-		fprintf(stderr, "kmsctl: %s\n", err);
+	if (!r)
 		return NULL;
-	}
-	if (!json_is_true(json_object_get(r, "ok"))) {
-		fprintf(stderr, "kmsctl: kmsd refused: %s\n",
-			json_string_value(json_object_get(r, "error")));
-		json_decref(r);
-		return NULL;
-	}
 	k = json_incref(json_object_get(r, "kek_rotation"));
 	json_decref(r);
 	return k;

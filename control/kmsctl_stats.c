@@ -15,7 +15,7 @@
 #include "kms_ctl.h"
 
 /* One request; the reply if kmsd accepted it, else NULL (said why). */
-static json_t *call(const char *ctl_path, const char *line)
+json_t *kmsctl_call(const char *ctl_path, const char *line)
 {
 	char err[512];
 	json_t *r;
@@ -215,7 +215,7 @@ int kmsctl_stats(const char *ctl_path, enum kmsctl_stats_fmt fmt)
 	json_t *r;
 	char *s;
 
-	r = call(ctl_path, "stats");
+	r = kmsctl_call(ctl_path, "stats");
 	if (!r)
 		return 1;
 	json_object_del(r, "ok");
@@ -277,7 +277,7 @@ int kmsctl_policy(const char *ctl_path, const char *domain, const char *pair,
 		fprintf(stderr, "kmsctl: policy: arguments too long\n");
 		return 2;
 	}
-	r = call(ctl_path, line);
+	r = kmsctl_call(ctl_path, line);
 	if (!r)
 		return 1;
 	pol = json_object_get(r, "policy");

@@ -3,7 +3,13 @@
 #ifndef KMSCTL_STATS_H
 #define KMSCTL_STATS_H
 
+#include <jansson.h>
+
 enum kmsctl_stats_fmt { KMSCTL_STATS_TEXT, KMSCTL_STATS_JSON, KMSCTL_STATS_PROMETHEUS };
+
+/** One control request to kmsd at @p ctl_path: its reply (json_decref it)
+ *  if kmsd accepted it, else NULL after a message on stderr. */
+json_t *kmsctl_call(const char *ctl_path, const char *line);
 
 /** Ask kmsd at @p ctl_path for its counters and print them.
  *  @return the process exit status (0, or 1 with a message). */
