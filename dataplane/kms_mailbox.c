@@ -66,6 +66,7 @@ static struct {
 	struct kms_ibe *ibe;
 	struct kms_ibe_params params;
 	struct kms_ibe_keys *keys;      /* locked memory */
+	struct kms_sakke_rskp *rskp;    /* keys' RSK prepared: faster opens */
 	struct kms_secmem *mem;
 	struct kms_mbox *store;
 	pthread_mutex_t lock;           /* conns[], nconns, st */
@@ -279,7 +280,7 @@ static void *conn_main(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
 	struct kms_ibake_party me = { .ibe = mb.ibe, .params = &mb.params,
-				      .keys = mb.keys };
+				      .keys = mb.keys, .rskp = mb.rskp };
 	struct kms_buf in = { 0 }, out = { 0 };
 	uint32_t max = (uint32_t)mb.cfg.max_message_mb << 20;
 	struct kms_ibake *s = NULL;
@@ -548,6 +549,10 @@ int main(int argc, char **argv)
 			mb.cfg.keys, mb.cfg.params);
 		goto out;
 	}
+	if (kms_ibe_prepare(mb.ibe, &mb.params, mb.keys, &mb.rskp)) {
+		KMS_ERR("%s: cannot prepare the mailbox's RSK", mb.cfg.keys);
+		goto out;
+	}
 	kms_ibe_period(now_ms(), cur);
 	if (check) {
 		printf("kms-mailbox: configuration ok: listen %s, store %s, id %s, "
@@ -608,6 +613,7 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	kms_mbox_close(mb.store);
+	kms_sakke_rskp_free(mb.rskp);
 	kms_ibe_free(mb.ibe);
 	kms_secmem_destroy(mb.mem);
 	return rc;

@@ -386,8 +386,8 @@ static int open_ibe(struct kms_ibake *s, const uint8_t *blob, uint32_t len,
 {
 	if (len < KMS_IBE_OVERHEAD || len - KMS_IBE_OVERHEAD > cap)
 		return KMS_ERR_MALFORMED;
-	return kms_ibe_open(s->me.ibe, s->me.params, s->me.keys, ad, ad_len,
-			    blob, len, pt, cap);
+	return kms_ibe_open_prepared(s->me.ibe, s->me.params, s->me.keys,
+				     s->me.rskp, ad, ad_len, blob, len, pt, cap);
 }
 
 /* Session keys from xyP and the transcript so far. */

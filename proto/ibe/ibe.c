@@ -363,10 +363,12 @@ int kms_ibe_seal(const struct kms_ibe *ibe, const struct kms_ibe_params *params,
 	return rc ? rc : (int)(KMS_IBE_OVERHEAD + pt_len);
 }
 
-int kms_ibe_open(const struct kms_ibe *ibe, const struct kms_ibe_params *params,
-		 const struct kms_ibe_keys *keys, const uint8_t *ad,
-		 size_t ad_len, const uint8_t *in, size_t in_len, uint8_t *pt,
-		 size_t cap)
+int kms_ibe_open_prepared(const struct kms_ibe *ibe,
+			  const struct kms_ibe_params *params,
+			  const struct kms_ibe_keys *keys,
+			  const struct kms_sakke_rskp *rskp, const uint8_t *ad,
+			  size_t ad_len, const uint8_t *in, size_t in_len,
+			  uint8_t *pt, size_t cap)
 {
 	uint8_t ident[KMS_IBE_IDENT_MAX], ssv[KMS_SAKKE_SSV_LEN];
 	uint8_t okm[KMS_KEY_LEN + KMS_NONCE_LEN];
@@ -381,8 +383,9 @@ int kms_ibe_open(const struct kms_ibe *ibe, const struct kms_ibe_params *params,
 	rc = ident_of(keys->id, keys->period, ident, &n);
 	if (rc)
 		return rc;
-	rc = kms_sakke_decap(ibe->sakke, params->zs, ident, n, keys->rsk, in,
-			     ssv);
+	rc = rskp ? kms_sakke_decap_prepared(ibe->sakke, rskp, in, ssv)
+		  : kms_sakke_decap(ibe->sakke, params->zs, ident, n, keys->rsk,
+				    in, ssv);
 	if (!rc)
 		rc = ibe_kdf(ssv, ident, n, okm);
 	if (!rc)
@@ -392,6 +395,30 @@ int kms_ibe_open(const struct kms_ibe *ibe, const struct kms_ibe_params *params,
 	OPENSSL_cleanse(ssv, sizeof(ssv));
 	OPENSSL_cleanse(okm, sizeof(okm));
 	return rc ? rc : (int)pt_len;
+}
+
+int kms_ibe_open(const struct kms_ibe *ibe, const struct kms_ibe_params *params,
+		 const struct kms_ibe_keys *keys, const uint8_t *ad,
+		 size_t ad_len, const uint8_t *in, size_t in_len, uint8_t *pt,
+		 size_t cap)
+{
+	return kms_ibe_open_prepared(ibe, params, keys, NULL, ad, ad_len, in,
+				     in_len, pt, cap);
+}
+
+int kms_ibe_prepare(const struct kms_ibe *ibe,
+		    const struct kms_ibe_params *params,
+		    const struct kms_ibe_keys *keys, struct kms_sakke_rskp **out)
+{
+	uint8_t ident[KMS_IBE_IDENT_MAX];
+	size_t n;
+	int rc;
+
+	rc = ident_of(keys->id, keys->period, ident, &n);
+	if (rc)
+		return rc;
+	return kms_sakke_rsk_prepare(ibe->sakke, params->zs, ident, n, keys->rsk,
+				     out);
 }
 
 /* ------------------------------------------------------------ P-256 */

@@ -60,6 +60,8 @@ struct kms_ibake_party {
 	const struct kms_ibe *ibe;
 	const struct kms_ibe_params *params;
 	const struct kms_ibe_keys *keys;   /**< own id, period, RSK, SSK/PVT */
+	const struct kms_sakke_rskp *rskp; /**< optional: keys' RSK prepared
+	                                        (kms_ibe_prepare) */
 };
 
 /** One stored deposit. Pointers refer to the buffer that holds it. */
