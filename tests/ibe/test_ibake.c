@@ -36,6 +36,8 @@ static struct kms_ibe *ibe;
 static struct kms_buf *mb_saw;
 static struct kms_ibe_params params;
 static struct kms_ibe_keys k_a, k_b, k_c, k_mb;
+/* The mailbox uses a prepared RSK, as kms-mailbox does. */
+static struct kms_sakke_rskp *mb_rskp;
 static char period[KMS_IBE_PERIOD_LEN + 1];
 
 struct fx {
@@ -111,12 +113,15 @@ static int group_setup(void **state)
 	issue(z, ksak, ID_B, &k_b);
 	issue(z, ksak, ID_C, &k_c);
 	issue(z, ksak, ID_MB, &k_mb);
+	if (kms_ibe_prepare(ibe, &params, &k_mb, &mb_rskp))
+		return -1;
 	return 0;
 }
 
 static int group_teardown(void **state)
 {
 	(void)state;
+	kms_sakke_rskp_free(mb_rskp);
 	kms_ibe_free(ibe);
 	return 0;
 }
@@ -155,7 +160,8 @@ static int teardown(void **state)
 static struct kms_ibake *session(const struct kms_ibe_keys *keys)
 {
 	struct kms_ibake_party me = { .ibe = ibe, .params = &params,
-				      .keys = keys };
+				      .keys = keys,
+				      .rskp = keys == &k_mb ? mb_rskp : NULL };
 	struct kms_ibake *s;
 
 	assert_int_equal(kms_ibake_new(&me, &s), KMS_OK);
