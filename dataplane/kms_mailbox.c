@@ -295,7 +295,7 @@ static void *conn_main(void *arg)
 
 		if (read_all(fd, pre, 4))
 			break; /* closed, timed out or shut down */
-		n = kms_ibake_frame_len(pre, max);
+		n = kms_ibake_frame_len(pre, kms_ibake_mb_frame_max(s, max));
 		if (!n) {
 			kms_ibake_error_frame(KMS_ST_MALFORMED, &out);
 			write_all(fd, out.p, out.len);

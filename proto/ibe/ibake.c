@@ -1031,6 +1031,14 @@ out:
 	return rc;
 }
 
+uint32_t kms_ibake_mb_frame_max(const struct kms_ibake *s, uint32_t big)
+{
+	/* Only an authenticated depositor sends a frame larger than a
+	 * handshake: an unauthenticated peer cannot make the mailbox
+	 * allocate a message-sized buffer. */
+	return s->st == ST_MB_SENT_R2 ? big : KMS_IBAKE_HANDSHAKE_MAX;
+}
+
 int kms_ibake_mb_on_frame(struct kms_ibake *s,
 			  const struct kms_ibake_store_ops *store, void *arg,
 			  const uint8_t *in, size_t len, struct kms_buf *out)

@@ -29,6 +29,7 @@
 #define KMS_IBAKE_HDR_LEN 6            /**< u32 len | u8 version | u8 type */
 #define KMS_IBAKE_MSG_ID_LEN 16
 #define KMS_IBAKE_FRAME_MAX (64u << 20) /**< hard cap of one frame */
+#define KMS_IBAKE_HANDSHAKE_MAX 16384u  /**< any frame but DEPOSIT and MSG */
 
 enum kms_ibake_type {
 	KMS_IB_I1 = 0x11,          /**< A -> MB: ID-A, ID-B, IBE_B(ID-A, ID-B, xP) */
@@ -142,6 +143,11 @@ int kms_ibake_a_secrets(const struct kms_ibake *s,
 int kms_ibake_mb_on_frame(struct kms_ibake *s,
 			  const struct kms_ibake_store_ops *store, void *arg,
 			  const uint8_t *in, size_t len, struct kms_buf *out);
+
+/** The largest frame the mailbox should accept next: @p big (its message
+ *  limit) once the depositor is authenticated (after R2), else
+ *  KMS_IBAKE_HANDSHAKE_MAX. */
+uint32_t kms_ibake_mb_frame_max(const struct kms_ibake *s, uint32_t big);
 
 /* ---- UE-B: fetch messages ---- */
 

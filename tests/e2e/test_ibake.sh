@@ -187,7 +187,9 @@ fetch b "$W/inbox3" | grep -q "fetched: 1 message" && pass "B still gets its mes
 # a peer that connects and says nothing: each connection is refused or
 # closed, the mailbox keeps serving.
 mb_host=${MBOX%:*}; mb_port=${MBOX##*:}
-for junk in '\xff\xff\xff\xff\x01\x11' '\x00\x00\x00\x01\x01' \
+# (a 1 MiB length before any authentication is refused before a byte of
+# body is read or a buffer is made)
+for junk in '\xff\xff\xff\xff\x01\x11' '\x00\x10\x00\x00\x01\x11' '\x00\x00\x00\x01\x01' \
             '\x00\x00\x00\x08\x01\x11abcdef' "$(head -c 300 /dev/urandom | tr -d '\000')"; do
   timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"; printf "%b" "$3" >&3; cat <&3 >/dev/null 2>&1' \
     junk "$mb_host" "$mb_port" "$junk" || true
