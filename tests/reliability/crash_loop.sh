@@ -14,6 +14,8 @@ if [ "${2:-}" = --long ]; then CYCLES=100; LOAD_S=3; else CYCLES=${2:-5}; LOAD_S
 LOADGEN=$BIN/perf/loadgen/kms-loadgen
 
 setup_env
+# The long version writes ~2 GiB of records: lib.sh's 64 MiB map is small.
+sed -i 's/^map_size_mb = .*/map_size_mb = 4096/' "$W/kms.conf"
 "$KMSCTL" -c "$W/kms.conf" init >/dev/null
 "$KMSCTL" -c "$W/kms.conf" enroll-bulk --users 100 --as 2 --out "$W/pop.txt" >/dev/null
 ACK=$W/ack.log
