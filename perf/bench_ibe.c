@@ -108,6 +108,7 @@ struct cx {
 	uint8_t sig[KMS_ECCSI_SIG_LEN], msg[64];
 	uint8_t sealed[KMS_IBE_OVERHEAD + 200], pt[200];
 	struct kms_id uri;
+	struct kms_sakke_rskp *rskp;     /* keys' RSK prepared */
 	BIGNUM *b, *e, *m, *r;
 	BN_CTX *bc;
 };
@@ -142,6 +143,14 @@ static int op_decap(void *arg)
 
 	return kms_sakke_decap(c->ibe->sakke, c->params.zs, c->ident,
 			       c->ident_len, c->keys.rsk, c->enc, ssv);
+}
+
+static int op_decap_prepared(void *arg)
+{
+	struct cx *c = arg;
+	uint8_t ssv[KMS_SAKKE_SSV_LEN];
+
+	return kms_sakke_decap_prepared(c->ibe->sakke, c->rskp, c->enc, ssv);
 }
 
 static int op_rsk(void *arg)
@@ -232,6 +241,8 @@ static int cx_init(struct cx *c)
 			  c->keys.period, &c->keys))
 		return -1;
 	c->ident_len = kms_ibe_ident(c->keys.period, &c->uri, c->ident);
+	if (kms_ibe_prepare(c->ibe, &c->params, &c->keys, &c->rskp))
+		return -1;
 	if (RAND_bytes(c->ssv, sizeof(c->ssv)) != 1 ||
 	    RAND_bytes(c->msg, sizeof(c->msg)) != 1 ||
 	    RAND_bytes(c->pt, sizeof(c->pt)) != 1 || op_encap(c) ||
@@ -253,6 +264,7 @@ static int cx_init(struct cx *c)
 
 static void cx_free(struct cx *c)
 {
+	kms_sakke_rskp_free(c->rskp);
 	kms_ibe_free(c->ibe);
 	kms_ibe_keys_wipe(&c->keys);
 	BN_free(c->b);
@@ -267,6 +279,7 @@ static void cx_free(struct cx *c)
 struct mx {
 	struct cx *c;
 	struct kms_ibe_keys k_a, k_b, k_mb;
+	struct kms_sakke_rskp *mb_rskp;  /* as kms-mailbox prepares it */
 	struct kms_mbox *store;
 	uint8_t *msg;
 	size_t msg_len;
@@ -298,7 +311,8 @@ static const struct kms_ibake_store_ops ops = {
 static struct kms_ibake *sess(struct mx *m, const struct kms_ibe_keys *k)
 {
 	struct kms_ibake_party me = { .ibe = m->c->ibe, .params = &m->c->params,
-				      .keys = k };
+				      .keys = k,
+				      .rskp = k == &m->k_mb ? m->mb_rskp : NULL };
 	struct kms_ibake *s = NULL;
 
 	kms_ibake_new(&me, &s);
@@ -417,6 +431,8 @@ static int mx_init(struct mx *m, struct cx *c, const struct opts *o)
 				  c->keys.period, ks[i]))
 			return -1;
 	}
+	if (kms_ibe_prepare(c->ibe, &c->params, &m->k_mb, &m->mb_rskp))
+		return -1;
 	m->msg_len = o->msg_bytes;
 	m->msg = malloc(m->msg_len);
 	if (!m->msg || RAND_bytes(m->msg, (int)m->msg_len) != 1)
@@ -431,6 +447,7 @@ static int mx_init(struct mx *m, struct cx *c, const struct opts *o)
 static void mx_free(struct mx *m)
 {
 	kms_mbox_close(m->store);
+	kms_sakke_rskp_free(m->mb_rskp);
 	if (m->dir[0])
 		nftw(m->dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
 	kms_buf_free(&m->x);
@@ -470,6 +487,7 @@ int main(int argc, char **argv)
 		{ "sakke pairing", op_pair },
 		{ "sakke encapsulate", op_encap },
 		{ "sakke decapsulate", op_decap },
+		{ "sakke decapsulate, prepared RSK", op_decap_prepared },
 		{ "sakke rsk derive (KGC)", op_rsk },
 		{ "sakke rsk check (party)", op_rsk_check },
 		{ "eccsi issue (KGC)", op_eccsi_issue },
@@ -479,7 +497,7 @@ int main(int argc, char **argv)
 		{ "IBE_X seal 200 B", op_ibe_seal },
 		{ "IBE_X open 200 B", op_ibe_open },
 	};
-	struct fig f[16], unit = { .med = 0 };
+	struct fig f[20], unit = { .med = 0 };
 	struct cx c;
 	struct mx m;
 	unsigned purged;
@@ -530,22 +548,22 @@ int main(int argc, char **argv)
 	}
 	printf("# mailbox: store in %s, messages of %zu bytes, durable commits\n",
 	       o.dir, o.msg_bytes);
-	if (measure(&o, "store put (ceiling)", op_store_put, &m, &f[12]) ||
-	    measure(&o, "deposit sessions", op_deposit, &m, &f[13]) ||
+	if (measure(&o, "store put (ceiling)", op_store_put, &m, &f[16]) ||
+	    measure(&o, "deposit sessions", op_deposit, &m, &f[17]) ||
 	    /* empty the store: each fetch session must find one message */
 	    kms_mbox_purge(m.store, UINT64_MAX, UINT_MAX, &purged) ||
-	    measure(&o, "deposit+fetch sessions", op_fetch, &m, &f[14])) {
+	    measure(&o, "deposit+fetch sessions", op_fetch, &m, &f[18])) {
 		mx_free(&m);
 		goto out;
 	}
-	for (int i = 12; i < 15; i++)
+	for (int i = 16; i < 19; i++)
 		row(&f[i], unit.med);
 	/* A fetch session refills its message first: its own rate is what
 	 * remains of the pair's time once the deposit's is taken out. */
 	printf("%-34s %12.1f\n", "fetch sessions (derived)",
-	       1.0 / (1.0 / f[14].med - 1.0 / f[13].med));
+	       1.0 / (1.0 / f[18].med - 1.0 / f[17].med));
 	printf("deposits/s vs store puts/s: %.1f%%\n",
-	       100.0 * f[13].med / f[12].med);
+	       100.0 * f[17].med / f[16].med);
 	mx_free(&m);
 	rc = 0;
 out:
