@@ -29,7 +29,7 @@ static void sync_engine(void *arg)
 static void *run(void *arg)
 {
 	struct kms_kekrot_conf conf = {
-		.batch = 16, .sync = sync_engine, .sync_arg = kr.eng,
+		.batch = 8, .sync = sync_engine, .sync_arg = kr.eng,
 		.actor = "kmsd", .progress = &kr.pg, .stop = &kr.stop,
 	};
 
