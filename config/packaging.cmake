@@ -83,8 +83,8 @@ if(KMS_BUILD_MAN AND HELP2MAN_EXECUTABLE AND GZIP_EXECUTABLE AND NOT CMAKE_CROSS
     set(_page ${_mandir}/${_bin}.${_sec})
     # help2man runs man/bin/<binary>, a link to man/h2m-help.sh,
     # which prints the real binary's --help with its synopsis in the
-    # shape help2man reads (see that script). The binaries have no
-    # --version: the project's version is given.
+    # shape help2man reads (see that script). The version is given: the
+    # binaries' --version adds library lines help2man has no place for.
     add_custom_command(OUTPUT ${_page}.gz
       COMMAND ${CMAKE_COMMAND} -E make_directory ${_mandir}/bin
       COMMAND ${CMAKE_COMMAND} -E create_symlink ../h2m-help.sh ${_mandir}/bin/${_bin}

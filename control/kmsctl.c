@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <lmdb.h>
 
 #include "kms_config.h"
 #include "kmsctl_stats.h"
@@ -58,6 +59,7 @@
 #include "kms_ks.h"
 #include "kms_log.h"
 #include "kms_secmem.h"
+#include "kms_version.h"
 
 struct args {
 	const char *config, *kind, *id, *out, *import, *gba_ks, *rand_hex,
@@ -82,8 +84,12 @@ static uint64_t now_ms(void)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kmsctl [-c CONFIG] COMMAND [options]\n"
-		"commands:\n"
+		"Usage: kmsctl [-c CONFIG] COMMAND [options]\n"
+		"  -c, --config FILE            kmsd's INI configuration (without it, the\n"
+		"                               built-in defaults of kms.conf.example)\n"
+		"  -h, --help                   this text\n"
+		"      --version                the version and the libraries' versions\n"
+		"Commands:\n"
 		"  init                         create the KEK in the token and an empty store\n"
 		"  enroll --kind user|as --id ID --out KEYFILE\n"
 		"         [--import KEYFILE]    use the key of an existing key file\n"
@@ -121,7 +127,8 @@ static void usage(FILE *f)
 		"                               reuse_max_age_s, deposit_lifetime_s,\n"
 		"                               max_retrievals. Stored, audited and applied\n"
 		"                               without stopping traffic\n"
-		"  policy clear --domain D | --pair A,B   remove an override\n"
+		"  policy clear --domain D | --pair A,B\n"
+		"                               remove an override\n"
 		"  kek-rotate                   re-wrap every stored key under a new KEK,\n"
 		"                               then destroy the old one: live through\n"
 		"                               kmsd (it keeps serving), or offline with\n"
@@ -132,11 +139,13 @@ static void usage(FILE *f)
 		"                               kmsd loads it at start\n"
 		"  ibe show [--out PARAMS]      the public parameters (kgc_id, Z_S, KPAK);\n"
 		"                               --out writes the file parties are given\n"
-		"  stats [--json | --prometheus]  the running kmsd's counters (summed,\n"
-		"                               per worker, I/O) through its control socket\n"
+		"  stats [--json | --prometheus]\n"
+		"                               the running kmsd's counters (summed, per\n"
+		"                               worker, I/O) through its control socket\n"
 		"                               (control.socket, default <store.path>/kmsd.sock)\n"
 		"  gba-derive --gba-ks FILE --rand HEX --impi IMPI --naf-fqdn FQDN --ua-id HEX\n"
-		"         --id ID --out KEYFILE   the UE side of GBA: write Ks_NAF as a key file\n"
+		"         --id ID --out KEYFILE\n"
+		"                               the UE side of GBA: write Ks_NAF as a key file\n"
 		"The HSM user PIN is read from hsm.pin_file or $KMS_PIN.\n");
 }
 
@@ -1492,6 +1501,7 @@ int main(int argc, char **argv)
 		{ "ids", required_argument, NULL, 'F' },
 		{ "prometheus", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, KMS_OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct args a;
@@ -1525,6 +1535,10 @@ int main(int argc, char **argv)
 		case 'F': a.ids = optarg; break;
 		case 'P': a.stats_fmt = KMSCTL_STATS_PROMETHEUS; break;
 		case 'h': usage(stdout); return 0;
+		case KMS_OPT_VERSION:
+			kms_version_print(stdout, "kmsctl");
+			printf("%s\n", mdb_version(NULL, NULL, NULL));
+			return 0;
 		default: usage(stderr); return 2;
 		}
 	}

@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
 #include <openssl/crypto.h>
 
 #include "kms_err.h"
@@ -39,6 +41,7 @@
 #include "kms_log.h"
 #include "kms_mbox.h"
 #include "kms_secmem.h"
+#include "kms_version.h"
 
 #define CONNS_CAP 1024
 
@@ -453,10 +456,11 @@ static void print_counters(void)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kms-mailbox [--config FILE] [--listen HOST:PORT] [--store DIR]\n"
+		"Usage: kms-mailbox [--config FILE] [--listen HOST:PORT] [--store DIR]\n"
 		"                   [--keys MB.ibe] [--params ibe.params] [--verbose]\n"
 		"                   [--check-config]\n"
-		"  --config FILE   INI file with a [mailbox] section (config/kms-mailbox.conf.example)\n"
+		"  --config FILE   INI file with a [mailbox] section\n"
+		"                  (config/kms-mailbox.conf.example)\n"
 		"  --listen        TCP address (default 127.0.0.1:7440; port 0: any free port,\n"
 		"                  printed on the ready line)\n"
 		"  --store DIR     the message store (LMDB), created if missing\n"
@@ -464,7 +468,9 @@ static void usage(FILE *f)
 		"  --params FILE   the KMS's IBE public parameters (kmsctl ibe show --out)\n"
 		"  --check-config  read the configuration, the keys and the parameters\n"
 		"                  (the keys are checked against them), then exit\n"
-		"  --verbose       debug logging\n");
+		"  --verbose       debug logging\n"
+		"  -h, --help      this text\n"
+		"  --version       the version and the libraries' versions\n");
 }
 
 int main(int argc, char **argv)
@@ -478,6 +484,7 @@ int main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "check-config", no_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, KMS_OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *over[5] = { 0 };
@@ -505,6 +512,10 @@ int main(int argc, char **argv)
 		case 'v': verbose = 1; break;
 		case 'C': check = 1; break;
 		case 'h': usage(stdout); return 0;
+		case KMS_OPT_VERSION:
+			kms_version_print(stdout, "kms-mailbox");
+			printf("%s\n", mdb_version(NULL, NULL, NULL));
+			return 0;
 		default: usage(stderr); return 2;
 		}
 	}

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
 #include "kms_config.h"
 #include "kms_engine.h"
 #include "kms_hsm.h"
@@ -30,19 +32,21 @@
 #include "kms_log.h"
 #include "kms_secmem.h"
 #include "kms_sockio.h"
+#include "kms_version.h"
 #include "kmsd_kekrot.h"
 #include "kmsd_ctl.h"
 #ifdef KMS_HAVE_DPDK
 #include <arpa/inet.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_version.h>
 #include "kms_dpdk.h"
 #endif
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kmsd [EAL args --] -c CONFIG [options]\n"
+		"Usage: kmsd [EAL args --] -c CONFIG [options]\n"
 		"  -c, --config FILE     INI configuration (see kms.conf.example)\n"
 		"      --io MODE         socket (kernel UDP) or dpdk (EAL args first)\n"
 		"      --listen ADDR     address to bind (net.listen)\n"
@@ -54,7 +58,20 @@ static void usage(FILE *f)
 		"      --io-bench        DPDK only: answer every request with a fixed\n"
 		"                        reply, bypassing the engine (I/O benchmark)\n"
 		"  -v, --verbose         debug logging\n"
+		"  -h, --help            this text\n"
+		"      --version         the version and the libraries' versions\n"
 		"The HSM user PIN is read from hsm.pin_file or $KMS_PIN.\n");
+}
+
+static void print_version(void)
+{
+	kms_version_print(stdout, "kmsd");
+	printf("%s\n", mdb_version(NULL, NULL, NULL));
+#ifdef KMS_HAVE_DPDK
+	printf("%s\n", rte_version());
+#else
+	printf("built without DPDK (--io socket only)\n");
+#endif
 }
 
 static enum kms_log_level level_of(const char *s)
@@ -342,6 +359,7 @@ int main(int argc, char **argv)
 		{ "io-bench", no_argument, NULL, 'B' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, KMS_OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct { int opt; const char *section, *key; } map[] = {
@@ -378,6 +396,7 @@ int main(int argc, char **argv)
 		case 'B': io_bench = 1; break;
 		case 'v': verbose = 1; break;
 		case 'h': usage(stdout); return 0;
+		case KMS_OPT_VERSION: print_version(); return 0;
 		case '?': usage(stderr); return 2;
 		default:
 			for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)

@@ -5,13 +5,14 @@
 # own --help text with only its synopsis reshaped for
 # help2man, which wants "Usage: PROG ARGS" on one line and every further
 # form on an "  or:  PROG ARGS" line:
-#   - "usage: PROG ..." becomes "Usage: PROG ...";
+#   - "usage: PROG ..." (any case) becomes "Usage: PROG ...";
 #   - "usage:" alone followed by indented "  PROG ..." lines (one per
 #     subcommand) becomes "Usage: PROG ..." then "  or:  PROG ...";
 #   - a synopsis line's continuation lines (indented 8 or more columns,
 #     starting with "[" or "--") are joined to it.
 # Nothing else is changed: every option in the man page is in --help.
-# --version is not asked (help2man gets --version-string).
+# --version is not asked (help2man gets --version-string: each binary's
+# own --version adds the library versions, which help2man has no place for).
 set -eu
 bin=${KMS_H2M_BIN:?KMS_H2M_BIN: the binary whose --help to print}
 prog=$(basename "$0")

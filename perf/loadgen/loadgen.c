@@ -24,6 +24,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -41,11 +42,13 @@
 
 #ifdef LG_WITH_DPDK
 #include <rte_eal.h>
+#include <rte_version.h>
 #endif
 
 #include "kms_err.h"
 #include "kms_proto.h"
 #include "kms_token.h"
+#include "kms_version.h"
 #include "lg_acklog.h"
 #include "lg_hist.h"
 #include "lg_io.h"
@@ -970,7 +973,7 @@ static double measure_max_send(struct lg *g, double secs)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kms-loadgen [EAL-ARGS --] --population FILE [options]\n"
+		"Usage: kms-loadgen [EAL-ARGS --] --population FILE [options]\n"
 		"  --server HOST:PORT   the KMS (socket mode; default 127.0.0.1:7430)\n"
 		"  --io socket|dpdk     transport (dpdk: EAL args before --)\n"
 		"  --dpdk SPEC          port=0,ip=A,kms-ip=B,kms-port=P,sport=S[,kms-mac=M]\n"
@@ -984,11 +987,14 @@ static void usage(FILE *f)
 		"  --count N            stop after N measured requests\n"
 		"  --warmup S           seconds before measuring (default 1)\n"
 		"  --timeout-ms MS      a request unanswered this long is lost (default 1000)\n"
-		"  --prebuild-mb MB     build every request before the run if it fits (default 512)\n"
+		"  --prebuild-mb MB     build every request before the run if it fits\n"
+		"                       (default 512)\n"
 		"  --json FILE          write the report as JSON\n"
 		"  --plot PREFIX        PREFIX-throughput.png and PREFIX-latency.png (gnuplot)\n"
 		"  --seed N             PRNG seed for the load's choices\n"
 		"  --quiet              no progress line\n"
+		"  -h, --help           this text\n"
+		"  --version            the version and the libraries' versions\n"
 		"  --ack-log FILE       append every verified DEPOSIT (key id, K, Ea) to FILE\n"
 		"  --verify-log FILE    no load: RETRIEVE every deposit of an ack log once and\n"
 		"                       compare K (exit 0 only if all match)\n"
@@ -1035,6 +1041,7 @@ static void parse(struct opts *o, int argc, char **argv)
 		{ "plot", 1, NULL, 'g' }, { "seed", 1, NULL, 'R' },
 		{ "quiet", 0, NULL, 'q' }, { "help", 0, NULL, 'h' },
 		{ "ack-log", 1, NULL, 'A' }, { "verify-log", 1, NULL, 'V' },
+		{ "version", 0, NULL, KMS_OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -1077,11 +1084,17 @@ static void parse(struct opts *o, int argc, char **argv)
 		case 'B': o->prebuild_mb = num("--prebuild-mb", optarg, 0, 1 << 20); break;
 		case 'j': o->json = optarg; break;
 		case 'g': o->plot = optarg; break;
-		case 'R': o->seed = strtoull(optarg, NULL, 0); o->seed_set = 1; break;
+		case 'R': o->seed = num("--seed", optarg, 0, ULONG_MAX); o->seed_set = 1; break;
 		case 'q': o->quiet = 1; break;
 		case 'A': o->ack_log = optarg; break;
 		case 'V': o->verify_log = optarg; break;
 		case 'h': usage(stdout); exit(0);
+		case KMS_OPT_VERSION:
+			kms_version_print(stdout, "kms-loadgen");
+#ifdef LG_WITH_DPDK
+			printf("%s\n", rte_version());
+#endif
+			exit(0);
 		default: usage(stderr); exit(2);
 		}
 	}

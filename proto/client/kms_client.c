@@ -47,6 +47,7 @@
 #include "kms_keyfile.h"
 #include "kms_proto.h"
 #include "kms_token.h"
+#include "kms_version.h"
 
 enum { EX_OK = 0, EX_LOCAL = 1, EX_REFUSED = 2, EX_TIMEOUT = 3 };
 
@@ -96,7 +97,7 @@ struct opts {
 
 static void usage(FILE *f)
 {
-	fputs("usage:\n"
+	fputs("Usage:\n"
 	      "  kms-client token    --key A.key --peer ID-B --out ea.tok\n"
 	      "                      [--ts-offset-ms N] [--force-mismatch]\n"
 	      "  kms-client deposit  --server HOST:PORT --key AS.key --token ea.tok\n"
@@ -111,6 +112,7 @@ static void usage(FILE *f)
 	      "  kms-client send     --server HOST:PORT --in FILE [--timeout-ms N]\n"
 	      "  kms-client encrypt  --media-key ka.txt --in FILE --out FILE.enc\n"
 	      "  kms-client decrypt  --media-key kb.txt --in FILE.enc --out FILE\n"
+	      "  kms-client --help | --version\n"
 	      "HOST is a name, an IPv4 literal or [IPv6]. Secrets come from files.\n"
 	      "--force-mismatch skips the local key kind / identity checks (tests).\n"
 	      "Exit: 0 ok, 1 usage or local error, 2 refused by the KMS, 3 no reply.\n",
@@ -692,6 +694,10 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
 	    !strcmp(argv[1], "help")) {
 		usage(stdout);
+		return EX_OK;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		kms_version_print(stdout, "kms-client");
 		return EX_OK;
 	}
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)

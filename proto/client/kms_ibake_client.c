@@ -46,6 +46,7 @@
 #include "kms_ibake.h"
 #include "kms_keyfile.h"
 #include "kms_token.h"
+#include "kms_version.h"
 
 enum { EX_OK = 0, EX_LOCAL = 1, EX_REFUSED = 2, EX_TIMEOUT = 3 };
 
@@ -58,13 +59,24 @@ struct opts {
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage:\n"
+		"Usage:\n"
 		"  kms-ibake keys  --server HOST:PORT --key X.key --params P --out X.ibe\n"
 		"                  [--period YYYY-MM] [--timeout-ms N] [--save-request F]\n"
 		"  kms-ibake send  --mailbox HOST:PORT --mailbox-id ID-MB --to ID-B\n"
 		"                  --keys A.ibe --params P --in FILE [--as ID] [--timeout-ms N]\n"
 		"  kms-ibake fetch --mailbox HOST:PORT --mailbox-id ID-MB --keys B.ibe\n"
 		"                  --params P --out-dir DIR [--keep] [--timeout-ms N]\n"
+		"  kms-ibake --help | --version\n"
+		"keys: ask the KMS (IBE_KEY_REQ, authenticated with the enrolled key\n"
+		"  X.key) for the party's SAKKE and ECCSI keys of one month (--period,\n"
+		"  default this month) and write them to X.ibe (0600); P is the file of\n"
+		"  kmsctl ibe show --out. --save-request F also writes the request sent.\n"
+		"send: A leaves FILE in B's mailbox (MIKEY-IBAKE with the mailbox, then\n"
+		"  the deposit); --as ID claims another identity than A.ibe's (tests:\n"
+		"  the mailbox must refuse the spoofed sender).\n"
+		"fetch: B authenticates to its mailbox and writes every message to DIR,\n"
+		"  with its verified sender; --keep leaves them in the mailbox.\n"
+		"--timeout-ms N: give up on an answer after N ms (default 10000).\n"
 		"Exit: 0 ok, 1 usage or local error, 2 refused or not verified, 3 no answer.\n");
 }
 
@@ -565,9 +577,12 @@ int main(int argc, char **argv)
 		{ "save-request", required_argument, NULL, 'S' },
 		{ "timeout-ms", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, KMS_OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .timeout_ms = 10000 };
+	char *end;
+	long v;
 	int c;
 
 	signal(SIGPIPE, SIG_IGN); /* a closed mailbox is an error, not a kill */
@@ -587,8 +602,20 @@ int main(int argc, char **argv)
 		case 'a': o.as = optarg; break;
 		case 'e': o.keep = 1; break;
 		case 'S': o.save = optarg; break;
-		case 'T': o.timeout_ms = atoi(optarg); break;
+		case 'T':
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || v < 1 || v > 600000) {
+				fprintf(stderr, "kms-ibake: --timeout-ms: 1..600000, "
+					"got '%s'\n", optarg);
+				return EX_LOCAL;
+			}
+			o.timeout_ms = (int)v;
+			break;
 		case 'h': usage(stdout); return EX_OK;
+		case KMS_OPT_VERSION:
+			kms_version_print(stdout, "kms-ibake");
+			return EX_OK;
 		default: usage(stderr); return EX_LOCAL;
 		}
 	}
