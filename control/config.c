@@ -133,6 +133,14 @@ int kms_config_set(struct kms_config *cfg, const char *section,
 	return KMS_ERR_CONFIG;
 }
 
+int kms_config_is_section(const char *section)
+{
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (!strcmp(fields[i].section, section))
+			return 1;
+	return 0;
+}
+
 struct load_ctx {
 	struct kms_config *cfg;
 	char why[256];   /* the first error; inih reports its line */
@@ -146,6 +154,9 @@ static int on_entry(void *user, const char *section, const char *name,
 	char why[256];
 
 	if (!name) /* a section header alone */
+		return 1;
+	/* kms-mailbox's, in a file both daemons share: it checks them. */
+	if (!strcmp(section, KMS_CONFIG_MAILBOX_SECTION))
 		return 1;
 	if (kms_config_set(c->cfg, section, name, value, why, sizeof(why))) {
 		if (!c->failed)

@@ -90,6 +90,13 @@ int kms_config_set(struct kms_config *cfg, const char *section,
 		   const char *key, const char *value, char *errbuf,
 		   size_t errlen);
 
+/** kms-mailbox's section: kmsd leaves it to kms-mailbox, which leaves
+ *  kmsd's sections to kmsd, so both daemons can share one file. */
+#define KMS_CONFIG_MAILBOX_SECTION "mailbox"
+
+/** 1 if section is one of kmsd's ([hsm], [store], [net], ...), else 0. */
+int kms_config_is_section(const char *section);
+
 /** Cross-field checks (workers >= 1, batch 1..256, ...). */
 int kms_config_validate(const struct kms_config *cfg, char *errbuf,
 			size_t errlen);

@@ -36,6 +36,7 @@
 
 #include <openssl/crypto.h>
 
+#include "kms_config.h"
 #include "kms_err.h"
 #include "kms_ibake.h"
 #include "kms_log.h"
@@ -144,8 +145,13 @@ static int on_ini(void *user, const char *section, const char *name,
 	uint64_t n = 0;
 	int bad = 0;
 
-	if (strcmp(section, "mailbox")) {
-		snprintf(x->err, sizeof(x->err), "unknown section [%s]", section);
+	if (strcmp(section, KMS_CONFIG_MAILBOX_SECTION)) {
+		/* kmsd's sections, in a file both daemons share: kmsd
+		 * checks them (kmsd --check-config). */
+		if (kms_config_is_section(section))
+			return 1;
+		snprintf(x->err, sizeof(x->err), "unknown section [%s] (neither "
+			 "kms-mailbox's [mailbox] nor one of kmsd's)", section);
 		return 0;
 	}
 #define STR(k, f) if (!strcmp(name, k)) { \

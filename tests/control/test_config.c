@@ -102,12 +102,36 @@ static void test_errors_name_line(void **state)
 			 KMS_ERR_IO);
 }
 
+/* A [mailbox] section (kms-mailbox's) is left alone, whatever it holds;
+ * kmsd's own sections are known as such. */
+static void test_shared_file(void **state)
+{
+	struct kms_config cfg;
+	char err[256] = "";
+
+	(void)state;
+	assert_int_equal(load("[net]\nworkers = 3\n[mailbox]\nlisten = x:1\n"
+				   "anything = 1\n[net]\nbatch = 7\n", &cfg, err,
+				   sizeof(err)), KMS_OK);
+	assert_int_equal(cfg.workers, 3);
+	assert_int_equal(cfg.batch, 7);
+	assert_int_not_equal(load("[mailbx]\nlisten = x:1\n", &cfg, err,
+				       sizeof(err)), KMS_OK);
+	assert_non_null(strstr(err, "[mailbx]"));
+	assert_true(kms_config_is_section("hsm"));
+	assert_true(kms_config_is_section("net"));
+	assert_true(kms_config_is_section("log"));
+	assert_false(kms_config_is_section(KMS_CONFIG_MAILBOX_SECTION));
+	assert_false(kms_config_is_section("mailbx"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_example_file_loads),
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_errors_name_line),
+		cmocka_unit_test(test_shared_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

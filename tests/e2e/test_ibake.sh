@@ -120,6 +120,21 @@ out=$("$MAILBOX" --config "$W/bad.conf" 2>&1) && fail "unknown key accepted" \
        && pass "config errors name file:line" || fail "bad config: $out"; }
 "$MAILBOX" --config "$W/mailbox.conf" --check-config | grep -q "configuration ok" \
   && pass "kms-mailbox --check-config" || fail "kms-mailbox --check-config"
+# One file for both daemons: kmsd's configuration plus the [mailbox]
+# section; each checks its own sections and leaves the other's.
+cat "$W/kms.conf" "$W/mailbox.conf" > "$W/both.conf"
+"$KMSD" -c "$W/both.conf" --check-config > /dev/null 2>&1 \
+  && "$MAILBOX" --config "$W/both.conf" --check-config | grep -q "configuration ok" \
+  && pass "one file for kmsd and kms-mailbox (both --check-config)" \
+  || fail "shared file: kmsd: $("$KMSD" -c "$W/both.conf" --check-config 2>&1 | tail -1)"
+printf '[mailbx]\nlisten = 127.0.0.1:0\n' >> "$W/both.conf"
+line=$(wc -l < "$W/both.conf")
+out=$("$MAILBOX" --config "$W/both.conf" --check-config 2>&1) && fail "mailbox: [mailbx] accepted" \
+  || { echo "$out" | grep -q "both.conf:$line: unknown section \[mailbx\]" \
+       && pass "kms-mailbox: a misspelt section is refused at file:line" || fail "mailbox: $out"; }
+out=$("$KMSD" -c "$W/both.conf" --check-config 2>&1) && fail "kmsd: [mailbx] accepted" \
+  || { echo "$out" | grep -q "both.conf:$line: unknown key 'listen' in section \[mailbx\]" \
+       && pass "kmsd: a misspelt section is refused at file:line" || fail "kmsd: $out"; }
 start_mailbox() {
   : > "$W/mailbox.log"
   "$MAILBOX" --config "$W/mailbox.conf" >>"$W/mailbox.log" 2>&1 &
