@@ -16,6 +16,9 @@
 #        - systemd is PID 1: through their units (a runtime drop-in points
 #          them at the test's configuration), `systemctl start`, then stop
 #          with Result=success;
+#          (ctest e2e_package_systemd runs this script under
+#          tests/e2e/with_systemd.sh, which boots systemd as PID 1 of new
+#          namespaces where the machine's PID 1 is not systemd);
 #        - otherwise (a container): the units cannot be started. The
 #          installed kmsd checks the installed /etc/kms/kms.conf as the kms
 #          user (--check-config); then kmsd and kms-mailbox run as the kms
