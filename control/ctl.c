@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kms_ctl.h"
@@ -38,6 +39,32 @@ static int addr_of(const char *path, struct sockaddr_un *sa)
 	return KMS_OK;
 }
 
+/* poll() for one event on @p fd for up to @p ms, across signals (a
+ * signal must not cut a request short: it would go unanswered). @return 1
+ * ready, 0 timeout, -1 error. */
+static int wait_fd(int fd, short events, int ms)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		long left;
+		int rc;
+
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		left = ms - ((t.tv_sec - t0.tv_sec) * 1000 +
+			     (t.tv_nsec - t0.tv_nsec) / 1000000);
+		if (left < 0)
+			left = 0;
+		rc = poll(&p, 1, (int)left);
+		if (rc >= 0)
+			return rc > 0 ? 1 : 0;
+		if (errno != EINTR)
+			return -1;
+	}
+}
+
 /* Read one line (without its '\n') within the timeout. @return its length,
  * -1 on I/O error or timeout, -2 when longer than KMS_CTL_LINE_MAX. */
 static ssize_t read_line(int fd, char *buf, size_t cap)
@@ -45,13 +72,14 @@ static ssize_t read_line(int fd, char *buf, size_t cap)
 	size_t got = 0;
 
 	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
 		char *nl;
 		ssize_t n;
 
-		if (poll(&p, 1, IO_TIMEOUT_MS) != 1)
+		if (wait_fd(fd, POLLIN, IO_TIMEOUT_MS) != 1)
 			return -1;
 		n = read(fd, buf + got, cap - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0)
 			return got && n == 0 ? (ssize_t)got : -1;
 		got += (size_t)n;
@@ -69,12 +97,13 @@ static ssize_t read_line(int fd, char *buf, size_t cap)
 static void write_all(int fd, const char *s, size_t len)
 {
 	while (len) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
 		ssize_t n;
 
-		if (poll(&p, 1, IO_TIMEOUT_MS) != 1)
+		if (wait_fd(fd, POLLOUT, IO_TIMEOUT_MS) != 1)
 			return;
 		n = write(fd, s, len);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0)
 			return;
 		s += n;
@@ -352,14 +381,15 @@ int kms_ctl_call(const char *path, const char *line, json_t **reply,
 	write_all(fd, line, strlen(line));
 	write_all(fd, "\n", 1);
 	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
 		ssize_t n;
 
-		if (poll(&p, 1, 10 * IO_TIMEOUT_MS) != 1) {
+		if (wait_fd(fd, POLLIN, 10 * IO_TIMEOUT_MS) != 1) {
 			snprintf(err, errlen, "kmsd did not answer within 20 s");
 			goto out;
 		}
 		n = read(fd, buf + got, sizeof(buf) - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n < 0) {
 			snprintf(err, errlen, "read: %s", strerror(errno));
 			goto out;

@@ -193,8 +193,14 @@ static void request(const uint8_t *line, size_t len)
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		ssize_t n;
+		int rc;
 
-		if (poll(&p, 1, REPLY_TIMEOUT_MS) != 1)
+		/* libFuzzer's -timeout alarm (SIGALRM) interrupts the wait:
+		 * that is EINTR, not a missing reply (it was taken for one). */
+		do
+			rc = poll(&p, 1, REPLY_TIMEOUT_MS);
+		while (rc < 0 && errno == EINTR);
+		if (rc != 1)
 			fuzz_fail("control socket: no reply within 10 s");
 		n = read(fd, fz.reply + got, REPLY_CAP - got);
 		if (n < 0 && errno == EINTR)
