@@ -138,8 +138,11 @@ static void text(json_t *r)
 	       hist_quantile(json_object_get(eng, "batch_us_log2"), 0.5),
 	       hist_quantile(json_object_get(eng, "batch_us_log2"), 0.99));
 	io = json_object_get(r, "io_stats");
-	printf("io: rx %llu, tx %llu, ring full %llu\n", u(io, "rx"), u(io, "tx"),
+	printf("io: rx %llu, tx %llu, ring full %llu", u(io, "rx"), u(io, "tx"),
 	       u(io, "ring_full"));
+	if (json_object_get(io, "sock_drops")) /* socket mode */
+		printf(", socket drops %llu", u(io, "sock_drops"));
+	printf("\n");
 	per = json_object_get(r, "per_worker");
 	json_array_foreach(per, i, w) {
 		if (json_is_null(w)) {

@@ -8,6 +8,9 @@
  * single-producer/single-consumer ring. Each worker thread takes up to
  * `batch` requests, runs kms_worker_process() on them and sends the
  * replies with one sendmmsg(). A full ring is a counted drop.
+ * With one worker there is no RX thread: the worker reads up to `batch`
+ * datagrams with recvmmsg() itself (run to completion; no ring, no
+ * wake-up); a full socket buffer is then the kernel's counted drop.
  */
 #ifndef KMS_SOCKIO_H
 #define KMS_SOCKIO_H
@@ -28,6 +31,10 @@ struct kms_sockio_config {
 
 struct kms_sockio_stats {
 	uint64_t rx, tx, ring_full, tx_errors;
+	/** Datagrams the kernel dropped for this socket (receive buffer
+	 *  full: the overload drop with one worker), SO_MEMINFO's
+	 *  SK_MEMINFO_DROPS, the "drops" column of /proc/net/udp. */
+	uint64_t sock_drops;
 };
 
 /**

@@ -126,10 +126,11 @@ static void print_engine_stats(const struct kms_stats *st)
 static void print_socket_stats(const struct kms_sockio_stats *io,
 			       const struct kms_stats *st)
 {
-	printf("kmsd: stats: rx=%llu tx=%llu ring_full=%llu tx_errors=%llu "
-	       "batches=%llu requests=%llu\n",
+	printf("kmsd: stats: rx=%llu tx=%llu ring_full=%llu sock_drops=%llu "
+	       "tx_errors=%llu batches=%llu requests=%llu\n",
 	       (unsigned long long)io->rx, (unsigned long long)io->tx,
-	       (unsigned long long)io->ring_full, (unsigned long long)io->tx_errors,
+	       (unsigned long long)io->ring_full,
+	       (unsigned long long)io->sock_drops, (unsigned long long)io->tx_errors,
 	       (unsigned long long)st->batches, (unsigned long long)st->requests);
 	print_engine_stats(st);
 }

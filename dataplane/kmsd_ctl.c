@@ -130,6 +130,7 @@ static json_t *io_json(const struct kmsd_ctl_src *src)
 	json_object_set_new(o, "rx", json_integer((json_int_t)s.rx));
 	json_object_set_new(o, "tx", json_integer((json_int_t)s.tx));
 	json_object_set_new(o, "ring_full", json_integer((json_int_t)s.ring_full));
+	json_object_set_new(o, "sock_drops", json_integer((json_int_t)s.sock_drops));
 	json_object_set_new(o, "tx_errors", json_integer((json_int_t)s.tx_errors));
 	return o;
 }

@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <linux/sock_diag.h>
+
 #include "kms_log.h"
 #include "kms_proto.h"
 #include "kms_sockio.h"
@@ -49,6 +51,7 @@ struct kms_sockio {
 	uint16_t port;
 	int stop;          /* set by kms_sockio_stop */
 	int rx_done;       /* RX has stopped: workers drain and exit */
+	int direct;        /* one worker reads the socket itself: no RX thread */
 	pthread_t rx;
 	uint64_t rx_count;
 	uint8_t rxbuf[BURST][KMS_DGRAM_MAX + 1];
@@ -180,18 +183,89 @@ static void worker_batch(struct wctx *c, uint32_t tail, unsigned n)
 	}
 }
 
-static void *worker_main(void *arg)
+/* Create the thread's kms_worker and tell kms_sockio_start. @return 0
+ * if the worker may run. */
+static int worker_ready(struct wctx *c)
 {
-	struct wctx *c = arg;
 	struct kms_sockio *s = c->io;
-	unsigned batch = s->cfg.batch;
 
 	c->create_rc = kms_worker_create(s->e, c->id, &c->w);
 	pthread_mutex_lock(&s->ready_mu);
 	s->ready++;
 	pthread_cond_signal(&s->ready_cv);
 	pthread_mutex_unlock(&s->ready_mu);
-	if (c->create_rc)
+	return c->create_rc;
+}
+
+/*
+ * One worker (net.workers = 1): it reads the socket itself, runs the
+ * batch and sends the replies, with no RX thread and no hand-off (a ring
+ * copy, a wake-up and a third busy thread per request on a machine where
+ * the load generator shares the CPUs). Every request belongs to this
+ * worker anyway. While it is busy (a batch's durable commit), datagrams
+ * wait in the socket's receive buffer, and the next recvmmsg takes up to
+ * `batch` of them; what does not fit in the buffer is dropped by the
+ * kernel (sock_drops; /proc/net/udp "drops"), as with the RX thread.
+ * The receive timeout (bind_socket) bounds each wait, so a stop is seen.
+ */
+static void *direct_main(void *arg)
+{
+	struct wctx *c = arg;
+	struct kms_sockio *s = c->io;
+	unsigned batch = s->cfg.batch;
+	struct mmsghdr mm[256];
+	struct iovec iov[256];
+
+	if (worker_ready(c))
+		return NULL;
+	/* The slots of the (otherwise unused) ring are the receive buffers. */
+	for (unsigned i = 0; i < batch; i++) {
+		struct slot *sl = &c->ring[i];
+
+		iov[i].iov_base = sl->data;
+		iov[i].iov_len = sizeof(sl->data);
+		memset(&mm[i], 0, sizeof(mm[i]));
+		mm[i].msg_hdr.msg_iov = &iov[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+		mm[i].msg_hdr.msg_name = &sl->peer;
+		mm[i].msg_hdr.msg_namelen = sizeof(sl->peer);
+	}
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE) &&
+	       !__atomic_load_n(&s->rx_done, __ATOMIC_ACQUIRE)) {
+		int n = recvmmsg(s->fd, mm, batch, MSG_DONTWAIT, NULL);
+
+		if (n <= 0) {
+			/* Nothing queued: pre-make a K (or make deferred
+			 * records durable), look again; else wait. */
+			if (kms_worker_idle(c->w, 1))
+				continue;
+			n = recvmmsg(s->fd, mm, batch, MSG_WAITFORONE, NULL);
+			if (n <= 0)
+				continue; /* timeout or EINTR: check stop */
+		}
+		for (int i = 0; i < n; i++) {
+			struct slot *sl = &c->ring[i];
+
+			sl->peer_len = mm[i].msg_hdr.msg_namelen;
+			/* Longer than any request: refused by the engine. */
+			sl->len = (mm[i].msg_hdr.msg_flags & MSG_TRUNC)
+					  ? 0 : (uint16_t)mm[i].msg_len;
+			mm[i].msg_hdr.msg_namelen = sizeof(sl->peer);
+		}
+		__atomic_store_n(&s->rx_count, s->rx_count + (uint64_t)n,
+				 __ATOMIC_RELAXED);
+		worker_batch(c, 0, (unsigned)n);
+	}
+	return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+	struct wctx *c = arg;
+	struct kms_sockio *s = c->io;
+	unsigned batch = s->cfg.batch;
+
+	if (worker_ready(c))
 		return NULL;
 
 	for (;;) {
@@ -318,8 +392,10 @@ int kms_sockio_start(struct kms_engine *e, const struct kms_sockio_config *cfg,
 	rc = bind_socket(s);
 	if (rc)
 		goto err;
+	s->direct = cfg->nworkers == 1 && ring >= cfg->batch;
 	for (; started < cfg->nworkers; started++)
-		if (pthread_create(&s->wk[started].thread, NULL, worker_main,
+		if (pthread_create(&s->wk[started].thread, NULL,
+				   s->direct ? direct_main : worker_main,
 				   &s->wk[started]))
 			break;
 	pthread_mutex_lock(&s->ready_mu);
@@ -329,7 +405,7 @@ int kms_sockio_start(struct kms_engine *e, const struct kms_sockio_config *cfg,
 	rc = started < cfg->nworkers ? KMS_ERR_NOMEM : KMS_OK;
 	for (unsigned i = 0; i < started && rc == KMS_OK; i++)
 		rc = s->wk[i].create_rc;
-	if (rc == KMS_OK && pthread_create(&s->rx, NULL, rx_main, s))
+	if (rc == KMS_OK && !s->direct && pthread_create(&s->rx, NULL, rx_main, s))
 		rc = KMS_ERR_NOMEM;
 	if (rc) {
 		/* Workers that did start exit once they see rx_done. */
@@ -367,8 +443,14 @@ void kms_sockio_read_stats(struct kms_sockio *s, struct kms_stats *es,
 		}
 	}
 	if (is) {
+		uint32_t mi[SK_MEMINFO_VARS];
+		socklen_t ml = sizeof(mi);
+
 		memset(is, 0, sizeof(*is));
 		is->rx = __atomic_load_n(&s->rx_count, __ATOMIC_RELAXED);
+		if (getsockopt(s->fd, SOL_SOCKET, SO_MEMINFO, mi, &ml) == 0 &&
+		    ml > SK_MEMINFO_DROPS * sizeof(mi[0]))
+			is->sock_drops = mi[SK_MEMINFO_DROPS];
 		for (unsigned i = 0; i < s->cfg.nworkers; i++) {
 			is->tx += __atomic_load_n(&s->wk[i].tx, __ATOMIC_RELAXED);
 			is->tx_errors += __atomic_load_n(&s->wk[i].tx_errors, __ATOMIC_RELAXED);
@@ -390,7 +472,8 @@ void kms_sockio_stop(struct kms_sockio *s, struct kms_stats *es,
 		     struct kms_sockio_stats *is)
 {
 	__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
-	pthread_join(s->rx, NULL);
+	if (!s->direct)
+		pthread_join(s->rx, NULL);
 	for (unsigned i = 0; i < s->cfg.nworkers; i++)
 		pthread_join(s->wk[i].thread, NULL);
 	kms_sockio_read_stats(s, es, is);

@@ -91,7 +91,7 @@ purge_interval_s = 1
 [net]
 listen = 127.0.0.1
 port = ${KMS_E2E_PORT:-0}
-workers = 2
+workers = ${KMS_E2E_WORKERS:-2}
 [crypto]
 mode = ${KMS_E2E_CRYPTO_MODE:-offload}
 ${KMS_E2E_CRYPTO_ENGINE:+engine = $KMS_E2E_CRYPTO_ENGINE}

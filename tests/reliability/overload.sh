@@ -8,7 +8,9 @@
 # latency: at most the time the full queues take to drain at capacity.
 # kmsd has no busy status on this path: its RX thread drops a request
 # whose worker ring is full (counted ring_full); the kernel drops what
-# does not fit in the socket buffer (counted in /proc/net/udp "drops").
+# does not fit in the socket buffer (counted in /proc/net/udp "drops", and
+# by kmsd as io_stats sock_drops). With one worker (KMS_E2E_WORKERS=1)
+# there is no RX thread and no ring: the socket buffer is the only queue.
 #
 # Figure: offered, served, dropped (ring_full, socket drops), lost (the
 # load generator's unanswered), RSS min/max, p99 of the served.
@@ -117,6 +119,7 @@ d0, d1, rate, cap, p99b, growmax, rc, m0, m1, workers = map(int, sys.argv[5:15])
 mgrow = (m1 - m0) // 1024  # KiB the store file grew by during the run
 io_b, io_a = b["io_stats"], a["io_stats"]
 ring = io_a["ring_full"] - io_b["ring_full"]
+ksock = io_a["sock_drops"] - io_b["sock_drops"]  # kmsd's own count of the kernel's drops
 rx = io_a["rx"] - io_b["rx"]
 sock = d1 - d0
 secs = o["measured_s"]
@@ -132,7 +135,7 @@ maxq = max(r[2] for r in rss)
 p99b_run = min(p99b, 1.5 * (1024 + maxq / 512) / max(served_rps / workers, 1) * 1000 + 250)
 print(f"FIGURE overload: capacity {cap}/s; offered {rate}/s for {secs:.1f} s (sent {o['sent']}, {o['sent']/secs:.0f}/s); "
       f"served {o['ok']} ({served_rps:.0f}/s, {100.0*o['ok']/max(o['sent'],1):.1f}% of offered, {served_rps/cap:.2f}x capacity); "
-      f"dropped: kmsd ring_full {ring}, kernel socket drops {sock} (whole run incl. warm-up); loadgen lost {o['lost']}, late {v['late']}; "
+      f"dropped: kmsd ring_full {ring}, kernel socket drops {sock} (kmsd's sock_drops {ksock}; whole run incl. warm-up); loadgen lost {o['lost']}, late {v['late']}; "
       f"errors {o['errors_by_status']}; RSS min/max {min(vm)/1024:.1f}/{max(vm)/1024:.1f} MiB "
       f"(anon {min(an)/1024:.1f}/{max(an)/1024:.1f} MiB, {len(rss)} samples; store file +{mgrow/1024:.1f} MiB); "
       f"socket receive queue max {max(r[2] for r in rss)/1024:.0f} KiB; p99 of served {p99:.1f} ms "
@@ -154,6 +157,9 @@ if p99 > p99b_run: fails.append(f"p99 of served {p99:.1f} ms > bound {p99b_run:.
 if ring + sock + o["lost"] <= 0: fails.append("nothing dropped or lost: not overloaded")
 if len(rss) < 5: fails.append("too few RSS samples")
 if d0 < 0 or d1 < 0: fails.append("kmsd's socket not found in /proc/net/udp")
+# kmsctl stats' sock_drops is the same counter as /proc/net/udp's (read a
+# moment apart: equal, or higher for drops between the two reads).
+elif ksock < sock: fails.append(f"kmsd io_stats sock_drops {ksock} < /proc/net/udp drops {sock}")
 print("CHECKS " + ("; ".join(fails) if fails else "ok"))
 PY
 cat "$W/figure.txt"
