@@ -436,6 +436,7 @@ int kms_hsm_open(const struct kms_hsm_config *cfg, struct kms_hsm **out)
 		goto out;
 	}
 	pthread_mutex_init(&hsm->lock, NULL);
+	pthread_rwlock_init(&hsm->kek_rw, NULL);
 	hsm->login.hsm = hsm;
 	hsm->login.kek = CK_INVALID_HANDLE;
 	hsm->kek_label = strdup(cfg->kek_label);
@@ -482,6 +483,7 @@ void kms_hsm_close(struct kms_hsm *hsm)
 	free(hsm->kek_label);
 	free(hsm->kek_next_label);
 	pthread_mutex_destroy(&hsm->lock);
+	pthread_rwlock_destroy(&hsm->kek_rw);
 	free(hsm);
 }
 
@@ -611,9 +613,19 @@ uint32_t kms_hsm_session_generation(const struct kms_hsm_session *s)
 	return s->gen;
 }
 
-int kms_hsm_session_ready(struct kms_hsm_session *s)
+static int session_ready_unlocked(struct kms_hsm_session *s)
 {
 	return keks_current(s);
+}
+
+int kms_hsm_session_ready(struct kms_hsm_session *s)
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&s->hsm->kek_rw);
+	ret = session_ready_unlocked(s);
+	pthread_rwlock_unlock(&s->hsm->kek_rw);
+	return ret;
 }
 
 static void kek_epoch_bump(struct kms_hsm *hsm)
@@ -673,7 +685,12 @@ out:
 
 int kms_hsm_kek_create(struct kms_hsm *hsm)
 {
-	return kek_make(hsm, hsm->kek_label);
+	int ret;
+
+	pthread_rwlock_wrlock(&hsm->kek_rw);
+	ret = kek_make(hsm, hsm->kek_label);
+	pthread_rwlock_unlock(&hsm->kek_rw);
+	return ret;
 }
 
 int kms_hsm_kek_state(struct kms_hsm *hsm, unsigned *current,
@@ -697,11 +714,15 @@ int kms_hsm_kek_state(struct kms_hsm *hsm, unsigned *current,
 
 int kms_hsm_kek_next_create(struct kms_hsm *hsm)
 {
-	int ret = kek_make(hsm, hsm->kek_next_label);
+	int ret;
 
+	/* No session uses or looks up a KEK while the token's KEKs change. */
+	pthread_rwlock_wrlock(&hsm->kek_rw);
+	ret = kek_make(hsm, hsm->kek_next_label);
 	/* Sessions wrap under the next KEK from their next call on. */
 	if (ret == KMS_OK || ret == KMS_ERR_EXISTS)
 		kek_epoch_bump(hsm);
+	pthread_rwlock_unlock(&hsm->kek_rw);
 	return ret;
 }
 
@@ -715,6 +736,9 @@ int kms_hsm_kek_finish(struct kms_hsm *hsm)
 	int ret;
 	CK_RV rv;
 
+	/* No session uses or looks up a KEK while the old one is destroyed
+	 * and the next one relabelled (the epoch moves on inside). */
+	pthread_rwlock_wrlock(&hsm->kek_rw);
 	pthread_mutex_lock(&hsm->lock);
 	ret = find_label(s, hsm->kek_label, &base, &nb);
 	if (ret == KMS_OK)
@@ -746,6 +770,7 @@ int kms_hsm_kek_finish(struct kms_hsm *hsm)
 out:
 	pthread_mutex_unlock(&hsm->lock);
 	kek_epoch_bump(hsm);
+	pthread_rwlock_unlock(&hsm->kek_rw);
 	return ret;
 }
 
@@ -778,7 +803,9 @@ int kms_hsm_session_open(struct kms_hsm *hsm, struct kms_hsm_session **out)
 		ret = KMS_ERR_HSM;
 		goto out;
 	}
+	pthread_rwlock_rdlock(&hsm->kek_rw);
 	ret = find_keks(s);
+	pthread_rwlock_unlock(&hsm->kek_rw);
 	if (ret != KMS_OK)
 		goto out;
 	*out = s;
@@ -804,7 +831,7 @@ void kms_hsm_session_close(struct kms_hsm_session *s)
 	free(s);
 }
 
-int kms_hsm_random(struct kms_hsm_session *s, uint8_t *buf, size_t len)
+static int random_unlocked(struct kms_hsm_session *s, uint8_t *buf, size_t len)
 {
 	CK_RV rv;
 
@@ -818,6 +845,16 @@ int kms_hsm_random(struct kms_hsm_session *s, uint8_t *buf, size_t len)
 		return KMS_ERR_HSM;
 	}
 	return KMS_OK;
+}
+
+int kms_hsm_random(struct kms_hsm_session *s, uint8_t *buf, size_t len)
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&s->hsm->kek_rw);
+	ret = random_unlocked(s, buf, len);
+	pthread_rwlock_unlock(&s->hsm->kek_rw);
+	return ret;
 }
 
 /* Destroy a temporary session object, if one was made. */
@@ -835,7 +872,7 @@ static int destroy_tmp(struct kms_hsm_session *s, CK_OBJECT_HANDLE obj)
 	return KMS_OK;
 }
 
-int kms_hsm_wrap(struct kms_hsm_session *s, const uint8_t key[KMS_HSM_KEY_LEN],
+static int wrap_unlocked(struct kms_hsm_session *s, const uint8_t key[KMS_HSM_KEY_LEN],
 		 uint8_t blob[KMS_HSM_BLOB_LEN])
 {
 	CK_MECHANISM mech = { CKM_AES_KEY_WRAP, NULL, 0 };
@@ -881,6 +918,17 @@ out:
 		ret = KMS_ERR_HSM;
 	if (ret == KMS_OK)
 		memcpy(blob, wrapped, sizeof(wrapped));
+	return ret;
+}
+
+int kms_hsm_wrap(struct kms_hsm_session *s, const uint8_t key[KMS_HSM_KEY_LEN],
+		 uint8_t blob[KMS_HSM_BLOB_LEN])
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&s->hsm->kek_rw);
+	ret = wrap_unlocked(s, key, blob);
+	pthread_rwlock_unlock(&s->hsm->kek_rw);
 	return ret;
 }
 
@@ -1015,7 +1063,7 @@ static int unwrap_failure(struct kms_hsm_session *s, CK_RV rv)
 	return KMS_ERR_HSM;
 }
 
-int kms_hsm_unwrap(struct kms_hsm_session *s,
+static int unwrap_unlocked(struct kms_hsm_session *s,
 		   const uint8_t blob[KMS_HSM_BLOB_LEN],
 		   uint8_t key_out[KMS_HSM_KEY_LEN])
 {
@@ -1032,7 +1080,19 @@ int kms_hsm_unwrap(struct kms_hsm_session *s,
 	return ret;
 }
 
-int kms_hsm_rewrap(struct kms_hsm_session *s,
+int kms_hsm_unwrap(struct kms_hsm_session *s,
+		   const uint8_t blob[KMS_HSM_BLOB_LEN],
+		   uint8_t key_out[KMS_HSM_KEY_LEN])
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&s->hsm->kek_rw);
+	ret = unwrap_unlocked(s, blob, key_out);
+	pthread_rwlock_unlock(&s->hsm->kek_rw);
+	return ret;
+}
+
+static int rewrap_unlocked(struct kms_hsm_session *s,
 		   const uint8_t blob[KMS_HSM_BLOB_LEN],
 		   uint8_t out[KMS_HSM_BLOB_LEN])
 {
@@ -1080,7 +1140,19 @@ int kms_hsm_rewrap(struct kms_hsm_session *s,
 	return ret;
 }
 
-int kms_hsm_key_load(struct kms_hsm_session *s,
+int kms_hsm_rewrap(struct kms_hsm_session *s,
+		   const uint8_t blob[KMS_HSM_BLOB_LEN],
+		   uint8_t out[KMS_HSM_BLOB_LEN])
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&s->hsm->kek_rw);
+	ret = rewrap_unlocked(s, blob, out);
+	pthread_rwlock_unlock(&s->hsm->kek_rw);
+	return ret;
+}
+
+static int key_load_unlocked(struct kms_hsm_session *s,
 		     const uint8_t blob[KMS_HSM_BLOB_LEN], kms_hsm_obj *out)
 {
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -1109,6 +1181,17 @@ int kms_hsm_key_load(struct kms_hsm_session *s,
 	return KMS_OK;
 }
 
+int kms_hsm_key_load(struct kms_hsm_session *s,
+		     const uint8_t blob[KMS_HSM_BLOB_LEN], kms_hsm_obj *out)
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&s->hsm->kek_rw);
+	ret = key_load_unlocked(s, blob, out);
+	pthread_rwlock_unlock(&s->hsm->kek_rw);
+	return ret;
+}
+
 int kms_hsm_key_unload(struct kms_hsm_session *s, kms_hsm_obj obj)
 {
 	return destroy_tmp(s, (CK_OBJECT_HANDLE)obj);
@@ -1128,7 +1211,7 @@ static void gcm_params(CK_GCM_PARAMS *p, const uint8_t iv[12],
 	p->ulTagBits = 128;
 }
 
-int kms_hsm_gcm_seal(struct kms_hsm_session *s, kms_hsm_obj key,
+static int gcm_seal_unlocked(struct kms_hsm_session *s, kms_hsm_obj key,
 		     const uint8_t iv[12], const uint8_t *ad, size_t ad_len,
 		     const uint8_t *pt, size_t pt_len, uint8_t *ct,
 		     uint8_t tag[16])
@@ -1166,6 +1249,19 @@ int kms_hsm_gcm_seal(struct kms_hsm_session *s, kms_hsm_obj key,
 	return KMS_OK;
 }
 
+int kms_hsm_gcm_seal(struct kms_hsm_session *s, kms_hsm_obj key,
+		     const uint8_t iv[12], const uint8_t *ad, size_t ad_len,
+		     const uint8_t *pt, size_t pt_len, uint8_t *ct,
+		     uint8_t tag[16])
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&s->hsm->kek_rw);
+	ret = gcm_seal_unlocked(s, key, iv, ad, ad_len, pt, pt_len, ct, tag);
+	pthread_rwlock_unlock(&s->hsm->kek_rw);
+	return ret;
+}
+
 static int gcm_open_raw(struct kms_hsm_session *s, kms_hsm_obj key,
 			const uint8_t iv[12], const uint8_t *ad, size_t ad_len,
 			const uint8_t *ct, size_t ct_len, const uint8_t tag[16],
@@ -1196,7 +1292,7 @@ static bool gcm_round_trip_works(struct kms_hsm_session *s, kms_hsm_obj key)
 	return ok;
 }
 
-int kms_hsm_gcm_open(struct kms_hsm_session *s, kms_hsm_obj key,
+static int gcm_open_unlocked(struct kms_hsm_session *s, kms_hsm_obj key,
 		     const uint8_t iv[12], const uint8_t *ad, size_t ad_len,
 		     const uint8_t *ct, size_t ct_len, const uint8_t tag[16],
 		     uint8_t *pt)
@@ -1217,6 +1313,19 @@ int kms_hsm_gcm_open(struct kms_hsm_session *s, kms_hsm_obj key,
 		return KMS_ERR_AUTH;
 	log_ckr("C_Decrypt(CKM_AES_GCM)", rv);
 	return KMS_ERR_HSM;
+}
+
+int kms_hsm_gcm_open(struct kms_hsm_session *s, kms_hsm_obj key,
+		     const uint8_t iv[12], const uint8_t *ad, size_t ad_len,
+		     const uint8_t *ct, size_t ct_len, const uint8_t tag[16],
+		     uint8_t *pt)
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&s->hsm->kek_rw);
+	ret = gcm_open_unlocked(s, key, iv, ad, ad_len, ct, ct_len, tag, pt);
+	pthread_rwlock_unlock(&s->hsm->kek_rw);
+	return ret;
 }
 
 /* C_DecryptInit + C_Decrypt; a C_Decrypt failure is left in *decrypt_rv,

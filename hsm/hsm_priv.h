@@ -53,6 +53,16 @@ struct kms_hsm {
 	 * other threads' sessions when they race) and every use of @login.
 	 */
 	pthread_mutex_t lock;
+	/*
+	 * The KEK objects change (a next KEK made, the old one destroyed, the
+	 * next one relabelled) only under the write side; every session
+	 * operation that may look the KEKs up or use them holds the read
+	 * side. SoftHSM2 made a wrap or unwrap fail now and then when it ran
+	 * while another session modified the token's KEK objects (seen as 2
+	 * HSM_FAILED answers in a live rotation under load). Readers may
+	 * nest (glibc's default, reader-preferring rwlock).
+	 */
+	pthread_rwlock_t kek_rw;
 	/* Holds the CKU_USER login for the lifetime of the kms_hsm: all other
 	 * sessions of the application share it. Used by kek_create. */
 	struct kms_hsm_session login;
