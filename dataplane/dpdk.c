@@ -418,7 +418,7 @@ static int worker_main(void *arg)
 		if (!kms_dp_worker_poll(dp, c->id) && c->w &&
 		    rte_ring_empty(c->ring))
 			/* Idle: pre-make a K, off the request path. */
-			kms_worker_idle(c->w, 1);
+			kms_worker_idle_poll(c->w, 1);
 		/* Outside any burst: see quiesce.c. */
 		rte_rcu_qsbr_quiescent(dp->qs, c->id);
 	}

@@ -78,6 +78,7 @@ struct kms_worker {
 	unsigned ndfr;
 	uint64_t dfr_oldest_ms;
 	uint64_t dfr_retry_ms;     /* after a failed flush: not before */
+	uint64_t last_batch_ms;    /* clock of the latest batch */
 	struct kms_stats st;
 	uint16_t no_txn_status;    /* why this batch has no read txn */
 };
@@ -742,6 +743,8 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 	if (!in_skew(w->e, r->tok_x.ts_ms, now) ||
 	    (dep && !in_skew(w->e, r->tok_a.ts_ms, now)))
 		return KMS_ST_STALE;
+	/* The window's slot is a likely cache miss: start it now. */
+	kms_replay_prefetch(w->replay, r->tok_x.role, r->tok_x.nonce);
 
 	/* A must be an active user; in a DEPOSIT its token must name A's
 	 * current key. The sender of the other token likewise (the AS or B).
@@ -1087,6 +1090,7 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 	int rc;
 
 	now = w->e->cfg.now_ms(w->e->cfg.now_arg);
+	w->last_batch_ms = now;
 	/* Deferred records due: the oldest waited long enough, or the buffer
 	 * is full (then RETRIEVEs would go durable one batch at a time). */
 	if (deferred_due(w, now, 0))
@@ -1184,16 +1188,20 @@ unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
 	return replies;
 }
 
-unsigned kms_worker_idle(struct kms_worker *w, unsigned max)
+static unsigned idle(struct kms_worker *w, unsigned max, int polling)
 {
 	const struct kms_crypto_ops *ops = w->e->crypto;
 	unsigned made;
 
-	/* Nothing to serve: make the deferred records durable now. */
+	/* Nothing to serve: make the deferred records durable now; a polling
+	 * caller only once no batch has come for KMS_IDLE_QUIET_MS (a gap
+	 * between two batches under load is not idle time). */
 	if (w->ndfr) {
 		uint64_t now = w->e->cfg.now_ms(w->e->cfg.now_arg);
+		int quiet = !polling ||
+			    now - w->last_batch_ms >= KMS_IDLE_QUIET_MS;
 
-		if (deferred_due(w, now, 1))
+		if (deferred_due(w, now, quiet))
 			flush_deferred(w, now);
 	}
 	made = ops->refill ? ops->refill(w->crypto, max) : 0;
@@ -1202,6 +1210,21 @@ unsigned kms_worker_idle(struct kms_worker *w, unsigned max)
 		__atomic_store_n(&w->st.hsm_calls, kms_hsm_session_calls(w->hsm),
 				 __ATOMIC_RELAXED);
 	return made;
+}
+
+unsigned kms_worker_idle(struct kms_worker *w, unsigned max)
+{
+	return idle(w, max, 0);
+}
+
+unsigned kms_worker_idle_poll(struct kms_worker *w, unsigned max)
+{
+	return idle(w, max, 1);
+}
+
+unsigned kms_worker_deferred(const struct kms_worker *w)
+{
+	return w->ndfr;
 }
 
 void kms_worker_stats(const struct kms_worker *w, struct kms_stats *out)

@@ -199,6 +199,24 @@ unsigned kms_worker_process(struct kms_worker *w, struct kms_msg *msgs,
  */
 unsigned kms_worker_idle(struct kms_worker *w, unsigned max);
 
+/** A polling loop goes quiet this long (no batch) before kms_worker_idle_poll()
+ *  commits the deferred RETRIEVE records ahead of their due time. */
+#define KMS_IDLE_QUIET_MS 1
+
+/**
+ * kms_worker_idle() for a loop that looks for requests again at once (a
+ * DPDK lcore, a socket worker that waits briefly): an empty poll under
+ * load is a gap between batches, not idle time, so deferred RETRIEVE
+ * records are committed when due (store.deferred_flush_ms, deferred_max)
+ * or after KMS_IDLE_QUIET_MS without a batch, not at every empty poll (a
+ * commit, and its fdatasync, per batch would be the durable mode's cost
+ * without its answer-after-commit). Call kms_worker_idle() before sleeping.
+ */
+unsigned kms_worker_idle_poll(struct kms_worker *w, unsigned max);
+
+/** Deferred RETRIEVE records waiting for their commit. */
+unsigned kms_worker_deferred(const struct kms_worker *w);
+
 /** Snapshot of the worker's counters. Safe to call from another thread:
  *  each counter is read atomically (values may be a batch apart). */
 void kms_worker_stats(const struct kms_worker *w, struct kms_stats *out);

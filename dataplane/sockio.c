@@ -235,10 +235,17 @@ static void *direct_main(void *arg)
 		int n = recvmmsg(s->fd, mm, batch, MSG_DONTWAIT, NULL);
 
 		if (n <= 0) {
-			/* Nothing queued: pre-make a K (or make deferred
-			 * records durable), look again; else wait. */
-			if (kms_worker_idle(c->w, 1))
+			struct pollfd pfd = { .fd = s->fd, .events = POLLIN };
+
+			/* Nothing queued: pre-make a K, look again. Deferred
+			 * records wait (up to 1 ms) for a quiet socket or
+			 * their due time: not a commit per empty read. */
+			if (kms_worker_idle_poll(c->w, 1))
 				continue;
+			if (kms_worker_deferred(c->w)) {
+				(void)poll(&pfd, 1, KMS_IDLE_QUIET_MS);
+				continue;
+			}
 			n = recvmmsg(s->fd, mm, batch, MSG_WAITFORONE, NULL);
 			if (n <= 0)
 				continue; /* timeout or EINTR: check stop */

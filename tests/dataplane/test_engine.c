@@ -1095,6 +1095,42 @@ static void deferred_flush_by_age(void **state)
 	assert_int_equal(efx_counts(f).nonces, 3);
 }
 
+/* A polling loop's empty poll right after a batch is not idle time: the
+ * records wait for KMS_IDLE_QUIET_MS without a batch (or their due time),
+ * while kms_worker_idle(), called before sleeping, commits them at once. */
+static void deferred_idle_poll_waits_for_quiet(void **state)
+{
+	struct efx *f = *state;
+	struct efx_dep d;
+	struct efx_ret r;
+	struct kms_stats st0, st;
+
+	deferred_start(f, 64, 1000);
+	assert_int_equal(efx_deposit(f, &d, PT(P_A), PT(P_B), PT(P_AS)), KMS_ST_OK);
+	assert_int_equal(efx_retrieve(f, &r, &d, PT(P_B)), KMS_ST_OK);
+	efx_stats(f, &st0);
+	kms_worker_idle_poll(f->w[0], 0);
+	kms_worker_idle_poll(f->w[0], 0);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_flushes, st0.deferred_flushes);
+	assert_int_equal(kms_worker_deferred(f->w[0]), 1);
+	assert_int_equal(efx_counts(f).audit, 1);           /* still waiting */
+	f->now += KMS_IDLE_QUIET_MS;
+	kms_worker_idle_poll(f->w[0], 0);
+	assert_int_equal(kms_worker_deferred(f->w[0]), 0);
+	assert_int_equal(efx_counts(f).audit, 2);           /* quiet: durable */
+	assert_int_equal(efx_counts(f).nonces, 2);
+	/* Before sleeping: at once, however recent the batch. */
+	assert_int_equal(efx_retrieve(f, &r, &d, PT(P_B)), KMS_ST_OK);
+	assert_int_equal(kms_worker_deferred(f->w[0]), 1);
+	kms_worker_idle(f->w[0], 0);
+	assert_int_equal(kms_worker_deferred(f->w[0]), 0);
+	assert_int_equal(efx_counts(f).audit, 3);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_records, 2);
+	assert_int_equal(st.deferred_flushes, st0.deferred_flushes + 2);
+}
+
 /* At most deferred_max wait: a full buffer is committed before the next
  * batch, and a DEPOSIT batch takes the waiting records with it. */
 static void deferred_flush_by_size_and_deposit(void **state)
@@ -1634,6 +1670,7 @@ int main(void)
 		T(durable_before_answer),
 		T(deferred_answer_then_idle),
 		T(deferred_flush_by_age),
+		T(deferred_idle_poll_waits_for_quiet),
 		T(deferred_flush_by_size_and_deposit),
 		T(deferred_flushed_at_stop),
 		cmocka_unit_test_setup_teardown(deferred_flush_failure,
