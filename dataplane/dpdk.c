@@ -15,6 +15,8 @@
 #include <rte_ring.h>
 #include <rte_rwlock.h>
 #include <rte_telemetry.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kms_dpdk.h"
@@ -502,7 +504,7 @@ int kms_dp_run(struct kms_dp *dp, volatile sig_atomic_t *stop)
 	return rc;
 }
 
-/* ---- telemetry: /kms/stats, /kms/drops, /kms/workers ---- */
+/* ---- telemetry: /kms/stats, /kms/drops, /kms/workers, /kms/worker ---- */
 
 /* The current dataplane's counters under the lock. @return 0, or -1 when
  * no dataplane is running. */
@@ -606,6 +608,56 @@ static void sum(struct kms_dp_stats *io, const struct counters *c)
 	io->ring_full += __atomic_load_n(&c->ring_full, __ATOMIC_RELAXED);
 	io->tx_full += __atomic_load_n(&c->tx_full, __ATOMIC_RELAXED);
 	io->drained += __atomic_load_n(&c->drained, __ATOMIC_RELAXED);
+}
+
+/* "/kms/worker,N": worker N's own I/O and engine counters (its lcore's
+ * share of /kms/stats). No, or a bad, N: an error reply. */
+static int tel_worker(const char *cmd, const char *params,
+		      struct rte_tel_data *d)
+{
+	struct kms_dp_stats io;
+	struct kms_stats st;
+	unsigned long id;
+	char *end;
+
+	(void)cmd;
+	if (!params || !*params)
+		return -EINVAL;
+	errno = 0;
+	id = strtoul(params, &end, 10);
+	if (errno || *end || end == params || params[0] == '-')
+		return -EINVAL;
+	memset(&io, 0, sizeof(io));
+	memset(&st, 0, sizeof(st));
+	rte_rwlock_read_lock(&telemetry_lock);
+	if (!telemetry_dp || id >= telemetry_dp->cfg.nworkers) {
+		rte_rwlock_read_unlock(&telemetry_lock);
+		return -EINVAL;
+	}
+	sum(&io, &telemetry_dp->wk[id].c);
+	if (telemetry_dp->wk[id].w)
+		kms_worker_stats(telemetry_dp->wk[id].w, &st);
+	rte_rwlock_read_unlock(&telemetry_lock);
+	rte_tel_data_start_dict(d);
+	rte_tel_data_add_dict_u64(d, "worker", id);
+	rte_tel_data_add_dict_u64(d, "rx", io.rx);
+	rte_tel_data_add_dict_u64(d, "tx", io.tx);
+	rte_tel_data_add_dict_u64(d, "requests", io.requests);
+	rte_tel_data_add_dict_u64(d, "forwarded", io.forwarded);
+	rte_tel_data_add_dict_u64(d, "ring_full", io.ring_full);
+	rte_tel_data_add_dict_u64(d, "tx_full", io.tx_full);
+	rte_tel_data_add_dict_u64(d, "engine_drops", io.engine_drops);
+	rte_tel_data_add_dict_u64(d, "batches", st.batches);
+	rte_tel_data_add_dict_u64(d, "engine_requests", st.requests);
+	rte_tel_data_add_dict_u64(d, "keys_new", st.keys_new);
+	rte_tel_data_add_dict_u64(d, "keys_reused", st.keys_reused);
+	rte_tel_data_add_dict_u64(d, "retrievals", st.retrievals);
+	rte_tel_data_add_dict_u64(d, "commits", st.commits);
+	rte_tel_data_add_dict_u64(d, "cache_hits", st.cache_hits);
+	rte_tel_data_add_dict_u64(d, "cache_misses", st.cache_misses);
+	rte_tel_data_add_dict_u64(d, "hsm_calls", st.hsm_calls);
+	rte_tel_data_add_dict_u64(d, "deferred_records", st.deferred_records);
+	return 0;
 }
 
 void kms_dp_read_stats(struct kms_dp *dp, struct kms_dp_stats *io,
@@ -808,6 +860,8 @@ int kms_dp_create(struct kms_engine *e, const struct kms_dp_config *cfg,
 					   "Dropped frames by class. No parameters");
 		rte_telemetry_register_cmd("/kms/workers", tel_workers,
 					   "Requests per worker. No parameters");
+		rte_telemetry_register_cmd("/kms/worker", tel_worker,
+					   "One worker's counters. Parameter: worker id");
 		telemetry_registered = 1;
 	}
 	*out = dp;

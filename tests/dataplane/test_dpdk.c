@@ -2748,6 +2748,23 @@ static void telemetry(void **state)
 	assert_int_equal(tel_query("/kms/workers", buf, sizeof(buf)), 0);
 	print_message("%s\n", buf);
 	assert_true(strstr(buf, "[1]") != NULL);
+	/* one worker's own counters (rx layout: the RX stage received) */
+	assert_int_equal(tel_query("/kms/worker,0", buf, sizeof(buf)), 0);
+	print_message("%s\n", buf);
+	assert_true(json_has(buf, "worker", "0"));
+	assert_true(json_has(buf, "rx", "0"));
+	assert_true(json_has(buf, "tx", "1"));
+	assert_true(json_has(buf, "engine_requests", "1"));
+	assert_true(json_has(buf, "keys_new", "1"));
+	/* no such worker, no id, not a number: an error, no counters */
+	static const char *const bad[] = { "/kms/worker,1", "/kms/worker",
+					   "/kms/worker,x", "/kms/worker,-0",
+					   "/kms/worker,0x" };
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(tel_query(bad[i], buf, sizeof(buf)), 0);
+		print_message("%s: %s\n", bad[i], buf);
+		assert_null(strstr(buf, "\"tx\""));
+	}
 
 	/* destroyed: the commands answer nothing (no stale dataplane) */
 	kms_dp_destroy(t->dp);
@@ -2778,11 +2795,11 @@ static void *tel_hammer_main(void *arg)
 {
 	struct tel_hammer *h = arg;
 	static const char *const cmds[] = { "/kms/stats", "/kms/drops",
-					    "/kms/workers" };
+					    "/kms/workers", "/kms/worker,1" };
 	char buf[16384];
 
 	while (!h->quit) {
-		if (tel_query(cmds[h->queries % 3], buf, sizeof(buf)) == 0 &&
+		if (tel_query(cmds[h->queries % 4], buf, sizeof(buf)) == 0 &&
 		    strstr(buf, "\"/kms/"))
 			h->answered++;
 		h->queries++;
