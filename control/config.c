@@ -20,6 +20,7 @@ void kms_config_defaults(struct kms_config *cfg)
 	snprintf(cfg->retrieve_records, sizeof(cfg->retrieve_records), "durable");
 	cfg->deferred_flush_ms = 20;
 	cfg->deferred_max = 4096;
+	snprintf(cfg->deferred_commit, sizeof(cfg->deferred_commit), "worker");
 	cfg->purge_interval_s = 300;
 	cfg->purge_batch = 1000;
 	snprintf(cfg->io, sizeof(cfg->io), "socket");
@@ -66,6 +67,7 @@ static const struct field fields[] = {
 	STR("store", "retrieve_records", retrieve_records),
 	NUM("store", "deferred_flush_ms", K_U32, deferred_flush_ms, 1, 60000),
 	NUM("store", "deferred_max", K_U32, deferred_max, 16, 1u << 20),
+	STR("store", "deferred_commit", deferred_commit),
 	NUM("store", "purge_interval_s", K_U32, purge_interval_s, 0, 86400),
 	NUM("store", "purge_batch", K_U32, purge_batch, 1, 1u << 20),
 	STR("net", "io", io),
@@ -232,6 +234,12 @@ int kms_config_validate(const struct kms_config *cfg, char *errbuf,
 	    strcmp(cfg->retrieve_records, "deferred")) {
 		snprintf(errbuf, errlen, "store.retrieve_records: '%s' is not durable|deferred",
 			 cfg->retrieve_records);
+		return KMS_ERR_CONFIG;
+	}
+	if (strcmp(cfg->deferred_commit, "worker") &&
+	    strcmp(cfg->deferred_commit, "thread")) {
+		snprintf(errbuf, errlen, "store.deferred_commit: '%s' is not worker|thread",
+			 cfg->deferred_commit);
 		return KMS_ERR_CONFIG;
 	}
 	/* A limited retrieval count gates the answer: it must be durable

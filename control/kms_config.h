@@ -34,6 +34,7 @@ struct kms_config {
 	char retrieve_records[16];    /**< "durable" or "deferred" */
 	uint32_t deferred_flush_ms;   /**< deferred: commit at least this often */
 	uint32_t deferred_max;        /**< deferred: ... or at this many records */
+	char deferred_commit[16];     /**< deferred: "worker" or "thread" commits */
 	uint32_t purge_interval_s;    /**< expired deposits deleted this often; 0 off */
 	uint32_t purge_batch;         /**< deposits scanned per purge transaction */
 	/* [net] */

@@ -455,11 +455,14 @@ static int worker_main(void *arg)
 		last = __atomic_load_n(&dp->rx_stopped, __ATOMIC_ACQUIRE) ==
 		       dp->cfg.nworkers;
 	}
+	/* Offline first: kms_worker_idle() may wait for the worker's commit
+	 * thread (store.deferred_commit = thread), and that thread's munmap()
+	 * (quiesce.c) waits for every online lcore's quiescent state. */
+	rte_rcu_qsbr_thread_offline(dp->qs, c->id);
 	/* Deferred RETRIEVE records: committed now, so the counters printed
 	 * at exit include them (the worker's destroy would, later). */
 	if (c->w)
 		kms_worker_idle(c->w, 0);
-	rte_rcu_qsbr_thread_offline(dp->qs, c->id);
 	return 0;
 }
 

@@ -14,6 +14,9 @@
  */
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +81,17 @@ struct kms_worker {
 	unsigned ndfr;
 	uint64_t dfr_oldest_ms;
 	uint64_t dfr_retry_ms;     /* after a failed flush: not before */
+	/* cfg.deferred_thread: the commit thread and its buffer. dfr2/ndfr2
+	 * belong to the thread while fl_busy, to the worker otherwise; the
+	 * hand-over is under fl_mu. ndfr2 > 0 with !fl_busy: its last commit
+	 * failed, retried from fl_fail_ms + deferred_flush_ms on. */
+	struct deferred *dfr2;
+	unsigned ndfr2;
+	int fl_busy, fl_stop, fl_started;
+	uint64_t fl_now, fl_fail_ms;
+	pthread_mutex_t fl_mu;
+	pthread_cond_t fl_cv;
+	pthread_t fl;
 	uint64_t last_batch_ms;    /* clock of the latest batch */
 	struct kms_stats st;
 	uint16_t no_txn_status;    /* why this batch has no read txn */
@@ -96,6 +110,9 @@ struct deferred {
 #define STAT_ADD(w, field, n) \
 	__atomic_store_n(&(w)->st.field, (w)->st.field + (n), __ATOMIC_RELAXED)
 #define STAT_INC(w, field) STAT_ADD(w, field, 1)
+/* The deferred-record counters, which the commit thread writes too. */
+#define STAT_ADD_MT(w, field, n) \
+	__atomic_fetch_add(&(w)->st.field, (n), __ATOMIC_RELAXED)
 
 /* The log2 bucket of @p v (kms_stats histograms). */
 static unsigned log2_bucket(uint64_t v)
@@ -305,6 +322,8 @@ static int reload_nonces(struct kms_worker *w)
 	return rc;
 }
 
+static int flusher_start(struct kms_worker *w);
+
 int kms_worker_create(struct kms_engine *e, unsigned id, struct kms_worker **out)
 {
 	struct kms_worker *w = calloc(1, sizeof(*w));
@@ -342,6 +361,11 @@ int kms_worker_create(struct kms_engine *e, unsigned id, struct kms_worker **out
 	rc = e->crypto->create(w->hsm, &ccfg, &w->crypto);
 	if (rc)
 		goto err;
+	if (e->cfg.deferred_max && e->cfg.deferred_thread) {
+		rc = flusher_start(w);
+		if (rc)
+			goto err;
+	}
 	*out = w;
 	return KMS_OK;
 err:
@@ -349,18 +373,32 @@ err:
 	return rc;
 }
 
-static void flush_deferred(struct kms_worker *w, uint64_t now);
+static void flush_all(struct kms_worker *w, uint64_t now);
 
 void kms_worker_destroy(struct kms_worker *w)
 {
 	if (!w)
 		return;
-	if (w->ndfr)
-		flush_deferred(w, w->e->cfg.now_ms(w->e->cfg.now_arg));
-	if (w->ndfr)
+	if (w->fl_started) {
+		pthread_mutex_lock(&w->fl_mu);
+		w->fl_stop = 1;
+		pthread_cond_broadcast(&w->fl_cv);
+		pthread_mutex_unlock(&w->fl_mu);
+		pthread_join(w->fl, NULL);
+		w->fl_started = 0;
+	}
+	if (w->ndfr || w->ndfr2)
+		flush_all(w, w->e->cfg.now_ms(w->e->cfg.now_arg));
+	if (w->ndfr || w->ndfr2)
 		KMS_ERR("worker %u: %u deferred RETRIEVE records could not be "
-			"committed at exit", w->id, w->ndfr);
+			"committed at exit", w->id, w->ndfr + w->ndfr2);
 	free(w->dfr);
+	if (w->dfr2) {
+		explicit_bzero(w->dfr2, w->e->cfg.deferred_max * sizeof(*w->dfr2));
+		free(w->dfr2);
+		pthread_mutex_destroy(&w->fl_mu);
+		pthread_cond_destroy(&w->fl_cv);
+	}
 	if (w->crypto)
 		w->e->crypto->destroy(w->crypto);
 	kms_hsm_session_close(w->hsm);
@@ -818,12 +856,13 @@ static void fill_audit(const struct pending *p, uint64_t now,
 }
 
 /* Write the deferred RETRIEVE records into @p txn. */
-static int put_deferred(struct kms_worker *w, struct kms_ks_txn *txn)
+static int put_records(struct kms_ks_txn *txn, const struct deferred *dfr,
+		       unsigned n)
 {
 	int rc = KMS_OK;
 
-	for (unsigned i = 0; rc == KMS_OK && i < w->ndfr; i++) {
-		const struct deferred *d = &w->dfr[i];
+	for (unsigned i = 0; rc == KMS_OK && i < n; i++) {
+		const struct deferred *d = &dfr[i];
 
 		rc = kms_ks_audit_append(txn, &d->a);
 		if (rc == KMS_OK)
@@ -833,25 +872,32 @@ static int put_deferred(struct kms_worker *w, struct kms_ks_txn *txn)
 	return rc;
 }
 
+/* Write the worker's own deferred RETRIEVE records into @p txn. */
+static int put_deferred(struct kms_worker *w, struct kms_ks_txn *txn)
+{
+	return put_records(txn, w->dfr, w->ndfr);
+}
+
 static void deferred_done(struct kms_worker *w)
 {
-	STAT_ADD(w, deferred_records, w->ndfr);
+	STAT_ADD_MT(w, deferred_records, w->ndfr);
 	explicit_bzero(w->dfr, w->ndfr * sizeof(*w->dfr));
 	w->ndfr = 0;
 }
 
-/* Commit the deferred RETRIEVE records on their own. On failure they stay
- * (a later flush retries; new RETRIEVEs go durable meanwhile). */
-static void flush_deferred(struct kms_worker *w, uint64_t now)
+/* One write transaction for @p n deferred records (and a purge of as many
+ * expired nonces), committed durably; counted. Any thread. */
+static int commit_records(struct kms_worker *w, const struct deferred *d,
+			  unsigned n, uint64_t now)
 {
 	struct kms_ks_txn *txn = NULL;
 	int rc;
 
 	rc = kms_ks_txn_begin(w->e->ks, 0, &txn);
 	if (rc == KMS_OK)
-		rc = put_deferred(w, txn);
+		rc = put_records(txn, d, n);
 	if (rc == KMS_OK) {
-		int purged = kms_ks_nonce_purge(txn, now, 2 * w->ndfr);
+		int purged = kms_ks_nonce_purge(txn, now, 2 * n);
 
 		rc = purged < 0 ? purged : KMS_OK;
 	}
@@ -859,17 +905,153 @@ static void flush_deferred(struct kms_worker *w, uint64_t now)
 		rc = kms_ks_txn_commit(txn);
 	else if (txn)
 		kms_ks_txn_abort(txn);
-	STAT_INC(w, deferred_flushes);
+	STAT_ADD_MT(w, deferred_flushes, 1);
 	if (rc == KMS_OK) {
-		deferred_done(w);
+		STAT_ADD_MT(w, deferred_records, n);
+		return KMS_OK;
+	}
+	STAT_ADD_MT(w, deferred_failures, 1);
+	KMS_ERR_RL("worker %u: commit of %u deferred RETRIEVE records failed: %s",
+		w->id, n, kms_strerror(rc));
+	return rc;
+}
+
+/* Commit the worker's deferred RETRIEVE records on its own thread. On
+ * failure they stay (a later flush retries; new RETRIEVEs go durable
+ * meanwhile). */
+static void flush_deferred(struct kms_worker *w, uint64_t now)
+{
+	if (commit_records(w, w->dfr, w->ndfr, now) == KMS_OK) {
+		explicit_bzero(w->dfr, w->ndfr * sizeof(*w->dfr));
+		w->ndfr = 0;
 		return;
 	}
-	STAT_INC(w, deferred_failures);
 	/* Retry no sooner than one interval later: a broken store is not
 	 * hammered (nor the log flooded) from the idle loop. */
 	w->dfr_retry_ms = now + w->e->cfg.deferred_flush_ms;
-	KMS_ERR_RL("worker %u: commit of %u deferred RETRIEVE records failed: %s",
-		w->id, w->ndfr, kms_strerror(rc));
+}
+
+/* ------------------------------------- the commit thread (deferred_thread) */
+
+static void *flusher_main(void *arg)
+{
+	struct kms_worker *w = arg;
+	sigset_t all;
+
+	/* Signals are the main thread's (kmsd waits for them there). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	pthread_mutex_lock(&w->fl_mu);
+	for (;;) {
+		unsigned n;
+		uint64_t now;
+		int rc;
+
+		while (!w->fl_busy && !w->fl_stop)
+			pthread_cond_wait(&w->fl_cv, &w->fl_mu);
+		if (!w->fl_busy)
+			break;          /* stopping, nothing handed over */
+		n = w->ndfr2;
+		now = w->fl_now;
+		pthread_mutex_unlock(&w->fl_mu);
+		rc = commit_records(w, w->dfr2, n, now);
+		if (rc == KMS_OK)
+			explicit_bzero(w->dfr2, n * sizeof(*w->dfr2));
+		pthread_mutex_lock(&w->fl_mu);
+		if (rc == KMS_OK)
+			__atomic_store_n(&w->ndfr2, 0, __ATOMIC_RELAXED);
+		else
+			w->fl_fail_ms = now;
+		w->fl_busy = 0;
+		pthread_cond_broadcast(&w->fl_cv);
+	}
+	pthread_mutex_unlock(&w->fl_mu);
+	return NULL;
+}
+
+/*
+ * The commit thread of a worker. Created from the worker's own thread,
+ * it would inherit a DPDK lcore's single-CPU affinity and compete with
+ * the worker it is meant to relieve: it may run on every online CPU.
+ */
+static int flusher_start(struct kms_worker *w)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	char name[16];
+	cpu_set_t set;
+
+	w->dfr2 = calloc(w->e->cfg.deferred_max, sizeof(*w->dfr2));
+	if (!w->dfr2)
+		return KMS_ERR_NOMEM;
+	pthread_mutex_init(&w->fl_mu, NULL);
+	pthread_cond_init(&w->fl_cv, NULL);
+	if (pthread_create(&w->fl, NULL, flusher_main, w))
+		return KMS_ERR_NOMEM;
+	w->fl_started = 1;
+	CPU_ZERO(&set);
+	for (long i = 0; i < ncpu && i < CPU_SETSIZE; i++)
+		CPU_SET((int)i, &set);
+	if (ncpu > 0 && pthread_setaffinity_np(w->fl, sizeof(set), &set))
+		KMS_INFO("worker %u: commit thread keeps the worker's CPU "
+			 "affinity", w->id);
+	snprintf(name, sizeof(name), "kms-commit-%u", w->id % 1000u);
+	pthread_setname_np(w->fl, name);
+	return KMS_OK;
+}
+
+/*
+ * Hand the due records to the commit thread (the worker's buffer and the
+ * thread's swap), or, after a failed commit, let it retry its own once the
+ * interval passed. Never waits: while the thread is busy the records keep
+ * gathering; at deferred_max, new RETRIEVEs go durable with their batch
+ * (which commits the waiting records with it).
+ */
+static void handoff(struct kms_worker *w, uint64_t now)
+{
+	pthread_mutex_lock(&w->fl_mu);
+	if (w->fl_busy ||
+	    (w->ndfr2 && now < w->fl_fail_ms + w->e->cfg.deferred_flush_ms)) {
+		pthread_mutex_unlock(&w->fl_mu);
+		return;
+	}
+	if (!w->ndfr2) {
+		struct deferred *t = w->dfr2;
+
+		w->dfr2 = w->dfr;
+		w->dfr = t;
+		__atomic_store_n(&w->ndfr2, w->ndfr, __ATOMIC_RELAXED);
+		w->ndfr = 0;
+	}
+	w->fl_busy = 1;
+	w->fl_now = now;
+	pthread_cond_signal(&w->fl_cv);
+	pthread_mutex_unlock(&w->fl_mu);
+}
+
+/*
+ * Everything that waits, committed before returning (kms_worker_idle, a
+ * worker's destroy): the commit thread's buffer is waited for, a failed
+ * one committed here, then the worker's own.
+ */
+static void flush_all(struct kms_worker *w, uint64_t now)
+{
+	kms_worker_commit_wait(w);
+	/* The thread is idle (or gone): dfr2 is the worker's. */
+	if (w->ndfr2 && commit_records(w, w->dfr2, w->ndfr2, now) == KMS_OK) {
+		explicit_bzero(w->dfr2, w->ndfr2 * sizeof(*w->dfr2));
+		__atomic_store_n(&w->ndfr2, 0, __ATOMIC_RELAXED);
+	}
+	if (w->ndfr)
+		flush_deferred(w, now);
+}
+
+/* Due records: to the commit thread, or committed here. */
+static void flush_due(struct kms_worker *w, uint64_t now)
+{
+	if (w->fl_started)
+		handoff(w, now);
+	else
+		flush_deferred(w, now);
 }
 
 /* Whether the waiting records are due for a commit of their own. */
@@ -1094,7 +1276,7 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 	/* Deferred records due: the oldest waited long enough, or the buffer
 	 * is full (then RETRIEVEs would go durable one batch at a time). */
 	if (deferred_due(w, now, 0))
-		flush_deferred(w, now);
+		flush_due(w, now);
 	/* Key id salt and keybox IVs for the whole batch in one call; without
 	 * fresh IVs nothing may be sealed, so the batch is refused. */
 	if (RAND_bytes(&rnd[0][0], (int)(n * sizeof(rnd[0]))) != 1)
@@ -1193,16 +1375,36 @@ static unsigned idle(struct kms_worker *w, unsigned max, int polling)
 	const struct kms_crypto_ops *ops = w->e->crypto;
 	unsigned made;
 
+	/* kms_worker_idle() with a commit thread: the commit in flight is
+	 * over when it returns, and a failed one is retried here when due. */
+	if (w->fl_started && !polling) {
+		uint64_t now = w->e->cfg.now_ms(w->e->cfg.now_arg);
+
+		kms_worker_commit_wait(w);
+		if (w->ndfr2 && now >= w->fl_fail_ms + w->e->cfg.deferred_flush_ms) {
+			if (commit_records(w, w->dfr2, w->ndfr2, now) == KMS_OK) {
+				explicit_bzero(w->dfr2, w->ndfr2 * sizeof(*w->dfr2));
+				__atomic_store_n(&w->ndfr2, 0, __ATOMIC_RELAXED);
+			} else {
+				w->fl_fail_ms = now;
+			}
+		}
+	}
 	/* Nothing to serve: make the deferred records durable now; a polling
 	 * caller only once no batch has come for KMS_IDLE_QUIET_MS (a gap
-	 * between two batches under load is not idle time). */
+	 * between two batches under load is not idle time), and through the
+	 * commit thread if there is one. */
 	if (w->ndfr) {
 		uint64_t now = w->e->cfg.now_ms(w->e->cfg.now_arg);
 		int quiet = !polling ||
 			    now - w->last_batch_ms >= KMS_IDLE_QUIET_MS;
 
-		if (deferred_due(w, now, quiet))
-			flush_deferred(w, now);
+		if (deferred_due(w, now, quiet)) {
+			if (polling)
+				flush_due(w, now);
+			else
+				flush_deferred(w, now);
+		}
 	}
 	made = ops->refill ? ops->refill(w->crypto, max) : 0;
 
@@ -1222,9 +1424,19 @@ unsigned kms_worker_idle_poll(struct kms_worker *w, unsigned max)
 	return idle(w, max, 1);
 }
 
+void kms_worker_commit_wait(struct kms_worker *w)
+{
+	if (!w->fl_started)
+		return;
+	pthread_mutex_lock(&w->fl_mu);
+	while (w->fl_busy)
+		pthread_cond_wait(&w->fl_cv, &w->fl_mu);
+	pthread_mutex_unlock(&w->fl_mu);
+}
+
 unsigned kms_worker_deferred(const struct kms_worker *w)
 {
-	return w->ndfr;
+	return w->ndfr + __atomic_load_n(&w->ndfr2, __ATOMIC_RELAXED);
 }
 
 void kms_worker_stats(const struct kms_worker *w, struct kms_stats *out)

@@ -67,6 +67,12 @@ struct kms_engine_config {
 	 *  policy.max_retrievals == 0. See docs/ARCHITECTURE.md. */
 	unsigned deferred_max;
 	uint32_t deferred_flush_ms;
+	/** With deferred_max > 0: 1 = each worker hands its due records to a
+	 *  commit thread of its own (double buffer) and keeps serving while
+	 *  they are written and synced; 0 = the worker commits them itself.
+	 *  kms_worker_idle() and kms_worker_destroy() still return only once
+	 *  every waiting record is committed (or its commit failed). */
+	int deferred_thread;
 	/** Clock (ms since the epoch); NULL = CLOCK_REALTIME. Tests set it. */
 	uint64_t (*now_ms)(void *arg);
 	void *now_arg;
@@ -216,6 +222,10 @@ unsigned kms_worker_idle_poll(struct kms_worker *w, unsigned max);
 
 /** Deferred RETRIEVE records waiting for their commit. */
 unsigned kms_worker_deferred(const struct kms_worker *w);
+
+/** With cfg.deferred_thread: wait until the worker's commit thread has no
+ *  commit in flight (at once without one). Starts none. */
+void kms_worker_commit_wait(struct kms_worker *w);
 
 /** Snapshot of the worker's counters. Safe to call from another thread:
  *  each counter is read atomically (values may be a batch apart). */

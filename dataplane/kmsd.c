@@ -481,6 +481,7 @@ int main(int argc, char **argv)
 		.deferred_max = strcmp(cfg.retrieve_records, "deferred") ? 0
 								  : cfg.deferred_max,
 		.deferred_flush_ms = cfg.deferred_flush_ms,
+		.deferred_thread = !strcmp(cfg.deferred_commit, "thread"),
 	};
 
 	if (kms_hsm_open(&hc, &hsm))

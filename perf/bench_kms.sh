@@ -58,7 +58,7 @@ CEIL_RECORDS=200000
 CEIL_ARGS=""
 BUILD=${KMS_BUILD:-}
 OUT=""
-CASES="retrieve retrieve-deferred deposit-reuse deposit-new mixed retrieve-hsm deposit-hsm retrieve-cold retrieve-cold-hsm"
+CASES="retrieve retrieve-deferred retrieve-deferred-thread deposit-reuse deposit-new mixed retrieve-hsm deposit-hsm retrieve-cold retrieve-cold-hsm"
 ALL_CASES=$CASES
 WORKERS="1 2"
 DPDK=0
@@ -335,7 +335,7 @@ run_loadgen() {
 	local args=(--duration "$SECS" --warmup "$WARMUP" --outstanding "$OUTSTANDING"
 		--json "$json" --quiet)
 	case $kcase in
-	retrieve|retrieve-deferred|retrieve-hsm) args+=(--mix 0:1) ;;
+	retrieve|retrieve-deferred|retrieve-deferred-thread|retrieve-hsm) args+=(--mix 0:1) ;;
 	# 4000 pairs over the 1000 users: their keys and K do not fit the
 	# smallest cache, so most RETRIEVEs miss for Kb, K or both.
 	retrieve-cold|retrieve-cold-hsm) args+=(--mix 0:1 --pairs 4000) ;;
@@ -400,13 +400,17 @@ for io in $IOS; do
 			: >"$W/runs-$tag.jsonl"
 			kmsd_rc=-1; survived=na; DPDK_LAYOUT_USED=""; skipped=""
 			# retrieve-deferred: kmsd with store.retrieve_records =
-			# deferred (docs/ARCHITECTURE.md); every other case durable.
+			# deferred (docs/ARCHITECTURE.md), committed by the worker
+			# or (-thread) by a commit thread per worker; every other
+			# case durable.
 			KCONF=$W/kms.conf
-			if [ "$kcase" = retrieve-deferred ]; then
-				KCONF=$W/kms-deferred.conf
-				sed 's/^\[store\]$/[store]\nretrieve_records = deferred/' \
-					"$W/kms.conf" >"$KCONF"
-			fi
+			case $kcase in retrieve-deferred*)
+				KCONF=$W/kms-$kcase.conf
+				dc=worker
+				[ "$kcase" = retrieve-deferred-thread ] && dc=thread
+				sed "s/^\[store\]\$/[store]\nretrieve_records = deferred\ndeferred_commit = $dc/" \
+					"$W/kms.conf" >"$KCONF" ;;
+			esac
 			# The crypto mode and cache size cases: sections appended.
 			case $kcase in *-hsm|retrieve-cold)
 				KCONF=$W/kms-$kcase.conf
@@ -522,6 +526,7 @@ hsm_dep = ceil.get("hsm_deposit_ceiling_rps") or None
 
 names = {"retrieve": "RETRIEVE only (0:1)",
          "retrieve-deferred": "RETRIEVE only (0:1), deferred records",
+         "retrieve-deferred-thread": "RETRIEVE only (0:1), deferred records, commit thread",
          "deposit-reuse": "DEPOSIT, re-used pairs (1:0)",
          "deposit-new": "DEPOSIT, new pairs (1:0, 100% new)", "mixed": "mixed 1:1",
          "retrieve-hsm": "RETRIEVE only (0:1), crypto hsm",
@@ -570,7 +575,7 @@ for c in cases:
     nw = c["workers"]
     s["misses_per_request"] = (st.get("cache_misses", 0) / answered) if answered else None
     # Issue 6: per mode, per worker for offload.
-    if c["case"] in ("retrieve", "retrieve-deferred") and off_ret and s["retrieve_rps_median"]:
+    if c["case"] in ("retrieve", "retrieve-deferred", "retrieve-deferred-thread") and off_ret and s["retrieve_rps_median"]:
         comps.append(("offload AEAD, 1 open + 1 box, x%d workers" % nw, off_ret * nw,
                       s["retrieve_rps_median"] / (off_ret * nw)))
     if c["case"] == "deposit-reuse" and off_dep and s["deposit_rps_median"]:
@@ -580,7 +585,7 @@ for c in cases:
         comps.append(("HSM CKM_AES_GCM, 1 open + 1 box", hsm_ret, s["retrieve_rps_median"] / hsm_ret))
     if c["case"] == "deposit-hsm" and hsm_dep and s["deposit_rps_median"]:
         comps.append(("HSM CKM_AES_GCM, 2 opens + 1 box", hsm_dep, s["deposit_rps_median"] / hsm_dep))
-    if c["case"] in ("retrieve", "retrieve-deferred") and s["retrieve_rps_median"] is not None:
+    if c["case"] in ("retrieve", "retrieve-deferred", "retrieve-deferred-thread") and s["retrieve_rps_median"] is not None:
         if aead:
             comps.append(("AEAD ceiling (one core)", aead, s["retrieve_rps_median"] / aead))
         if c["io"] == "socket" and udp:

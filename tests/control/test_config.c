@@ -98,6 +98,17 @@ static void test_errors_name_line(void **state)
 	assert_int_equal(load("[store]\nretrieve_records = later\n", &cfg, err,
 			      sizeof(err)), KMS_ERR_CONFIG);
 	assert_non_null(strstr(err, "store.retrieve_records"));
+	/* Who commits them: the worker (default) or a thread of its own. */
+	assert_int_equal(load("[store]\nretrieve_records = deferred\n", &cfg, err,
+			      sizeof(err)), KMS_OK);
+	assert_string_equal(cfg.deferred_commit, "worker");
+	assert_int_equal(load("[store]\nretrieve_records = deferred\n"
+			      "deferred_commit = thread\n", &cfg, err, sizeof(err)),
+			 KMS_OK);
+	assert_string_equal(cfg.deferred_commit, "thread");
+	assert_int_equal(load("[store]\ndeferred_commit = threads\n", &cfg, err,
+			      sizeof(err)), KMS_ERR_CONFIG);
+	assert_non_null(strstr(err, "store.deferred_commit"));
 	assert_int_equal(kms_config_load(&cfg, "/nonexistent/kms.conf", err, sizeof(err)),
 			 KMS_ERR_IO);
 }

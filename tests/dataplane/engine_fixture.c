@@ -153,6 +153,7 @@ void efx_start(struct efx *f, const struct kms_policy *pol, unsigned nworkers)
 	f->cfg.batch_max = f->batch_max;
 	f->cfg.deferred_max = f->deferred_max;
 	f->cfg.deferred_flush_ms = f->deferred_flush_ms;
+	f->cfg.deferred_thread = f->deferred_thread;
 	f->cfg.cache_keys = f->cache_keys ? f->cache_keys
 					  : KMS_ENGINE_CACHE_MIN(f->batch_max);
 	f->cfg.nworkers = nworkers;

@@ -1283,6 +1283,130 @@ static void deferred_flush_failure(void **state)
 	free(d);
 }
 
+/* --------------------- 9c. deferred records through a commit thread */
+
+static void deferred_start_thread(struct efx *f, unsigned max, uint32_t ms)
+{
+	f->deferred_thread = 1;
+	deferred_start(f, max, ms);
+}
+
+/*
+ * With store.deferred_commit = thread the records still become durable
+ * by themselves (not only at idle or stop), the answer never waits for
+ * them, the replay stays refused meanwhile, and kms_worker_idle() returns
+ * with everything committed.
+ */
+static void deferred_thread_commits(void **state)
+{
+	struct efx *f = *state;
+	struct efx_dep d;
+	struct efx_ret r1, r2, r3;
+	struct efx_reply rep;
+	struct kms_stats st;
+
+	deferred_start_thread(f, 64, 50);
+	assert_int_equal(efx_deposit(f, &d, PT(P_A), PT(P_B), PT(P_AS)), KMS_ST_OK);
+	assert_int_equal(efx_retrieve(f, &r1, &d, PT(P_B)), KMS_ST_OK);
+	assert_int_equal(efx_retrieve(f, &r2, &d, PT(P_B)), KMS_ST_OK);
+	assert_int_equal(kms_worker_deferred(f->w[0]), 2);
+	/* Due (50 ms): the next batch hands both to the thread and is
+	 * answered without waiting; its own record waits in the worker. */
+	f->now += 50;
+	assert_int_equal(efx_retrieve(f, &r3, &d, PT(P_B)), KMS_ST_OK);
+	assert_memory_equal(r3.k, d.k, KMS_KEY_LEN);
+	kms_worker_commit_wait(f->w[0]);
+	assert_int_equal(efx_counts(f).audit, 3);   /* deposit + r1 + r2 */
+	assert_int_equal(efx_counts(f).nonces, 3);
+	assert_int_equal(kms_worker_deferred(f->w[0]), 1);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_records, 2);
+	assert_int_equal(st.deferred_flushes, 1);
+	assert_int_equal(efx_run1(f, &r1.req, &rep), KMS_ST_REPLAY);
+	assert_int_equal(efx_run1(f, &r3.req, &rep), KMS_ST_REPLAY);
+	/* A polling loop's quiet time hands over the rest, also async. */
+	f->now += KMS_IDLE_QUIET_MS;
+	kms_worker_idle_poll(f->w[0], 0);
+	kms_worker_commit_wait(f->w[0]);
+	assert_int_equal(efx_counts(f).audit, 4);
+	assert_int_equal(kms_worker_deferred(f->w[0]), 0);
+	/* kms_worker_idle(): committed when it returns, as without a thread. */
+	assert_int_equal(efx_retrieve(f, &r1, &d, PT(P_B)), KMS_ST_OK);
+	kms_worker_idle(f->w[0], 0);
+	assert_int_equal(efx_counts(f).audit, 5);
+	assert_int_equal(kms_worker_deferred(f->w[0]), 0);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_records, 4);
+	assert_int_equal(st.deferred_failures, 0);
+	/* A stop commits what waits, the thread's share included. */
+	assert_int_equal(efx_retrieve(f, &r2, &d, PT(P_B)), KMS_ST_OK);
+	efx_restart(f, 0);
+	assert_int_equal(efx_counts(f).audit, 6);
+	assert_int_equal(efx_run1(f, &r2.req, &rep), KMS_ST_REPLAY);
+}
+
+/* While the thread is busy (here: its buffer's commit failed and waits
+ * for its retry interval) the worker's records gather; at deferred_max a
+ * RETRIEVE goes durable with its batch. */
+static void deferred_thread_failure(void **state)
+{
+	struct efx *f = *state;
+	struct efx_dep *d = calloc(FULL_MAX, sizeof(*d));
+	const struct efx_party *a, *b;
+	struct kms_stats st0, st;
+	struct efx_ret r;
+	unsigned ok = 0, tries = 0;
+
+	assert_non_null(d);
+	while (ok < FULL_MAX) {
+		efx_user_pair(f, ok % EFX_NPAIRS, &a, &b);
+		if (efx_deposit(f, &d[ok], a, b, PT(P_AS)) != KMS_ST_OK)
+			break;
+		ok++;
+	}
+	assert_true(ok >= 1 && ok < FULL_MAX);
+	deferred_start_thread(f, 1024, 100);
+	/* Hand over through the polling path until a commit fails. */
+	do {
+		f->now += 1 + KMS_IDLE_QUIET_MS;
+		assert_int_equal(efx_retrieve(f, &r, &d[tries % ok], d[tries % ok].b),
+				 KMS_ST_OK);
+		assert_memory_equal(r.k, d[tries % ok].k, KMS_KEY_LEN);
+		f->now += KMS_IDLE_QUIET_MS;
+		kms_worker_idle_poll(f->w[0], 0);
+		kms_worker_commit_wait(f->w[0]);
+		efx_stats(f, &st);
+	} while (!st.deferred_failures && ++tries < 512);
+	assert_int_equal(st.deferred_failures, 1);
+	assert_true(kms_worker_deferred(f->w[0]) >= 1);
+	/* A new record, handed over at once: the thread's failed buffer is
+	 * not retried before its interval, and nothing else is tried. */
+	st0 = st;
+	assert_int_equal(efx_retrieve(f, &r, &d[0], d[0].b), KMS_ST_OK);
+	f->now += KMS_IDLE_QUIET_MS;
+	kms_worker_idle_poll(f->w[0], 0);
+	kms_worker_commit_wait(f->w[0]);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_flushes, st0.deferred_flushes);
+	/* One interval later: retried by the thread (and fails again). */
+	f->now += 100;
+	kms_worker_idle_poll(f->w[0], 0);
+	kms_worker_commit_wait(f->w[0]);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_flushes, st0.deferred_flushes + 1);
+	assert_int_equal(st.deferred_failures, 2);
+	/* With room, everything that waited commits. */
+	efx_restart(f, 4 * EFX_TINY_MAP);
+	f->now += 1000;
+	assert_int_equal(efx_retrieve(f, &r, &d[0], d[0].b), KMS_ST_OK);
+	kms_worker_idle(f->w[0], 0);
+	efx_stats(f, &st);
+	assert_int_equal(st.deferred_failures, 0);
+	assert_int_equal(st.deferred_records, 1);
+	assert_int_equal(kms_worker_deferred(f->w[0]), 0);
+	free(d);
+}
+
 /* --------------------------------------- 11. malformed datagrams */
 
 static void malformed(void **state)
@@ -1674,6 +1798,9 @@ int main(void)
 		T(deferred_flush_by_size_and_deposit),
 		T(deferred_flushed_at_stop),
 		cmocka_unit_test_setup_teardown(deferred_flush_failure,
+						efx_cm_setup_tiny, efx_cm_teardown),
+		T(deferred_thread_commits),
+		cmocka_unit_test_setup_teardown(deferred_thread_failure,
 						efx_cm_setup_tiny, efx_cm_teardown),
 		cmocka_unit_test_setup_teardown(store_full, efx_cm_setup_tiny,
 						efx_cm_teardown),

@@ -46,6 +46,11 @@ memif_available || { echo "SKIP: DPDK's net_memif driver is not installed"; exit
 sweep_stale
 KMS_E2E_PORT=$KMS_UDP_PORT
 KMS_E2E_EXTRA_CONF=$(dpdk_conf)
+# KMS_E2E_DEFERRED=worker|thread: RETRIEVE records deferred, committed by
+# the worker or by its commit thread (store.deferred_commit).
+if [ -n "${KMS_E2E_DEFERRED:-}" ]; then
+  KMS_E2E_EXTRA_CONF+=$'\n[store]\nretrieve_records = deferred\ndeferred_commit = '"$KMS_E2E_DEFERRED"
+fi
 setup_env
 
 SOCK=$W/memif.sock
@@ -142,6 +147,12 @@ elif stop_kmsd; then
   [ "$n" = 0 ] && pass "kmsd: bad_csum=0" || fail "kmsd: bad_csum=${n:-none}"
   n=$(stat_value requests)
   [ -n "$n" ] && [ "$n" -gt 0 ] && pass "kmsd: requests=$n" || fail "kmsd: requests=${n:-none}"
+  if [ -n "${KMS_E2E_DEFERRED:-}" ]; then
+    n=$(stat_value deferred_records); f=$(stat_value deferred_failures)
+    [ -n "$n" ] && [ "$n" -gt 0 ] && [ "$f" = 0 ] \
+      && pass "kmsd: deferred RETRIEVE records committed by the $KMS_E2E_DEFERRED: $n, failures 0" \
+      || fail "kmsd: deferred_records=${n:-none} deferred_failures=${f:-none}"
+  fi
 else
   fail "kmsd exit status on SIGTERM"
 fi
