@@ -1338,16 +1338,21 @@ static void deferred_thread_commits(void **state)
 	efx_stats(f, &st);
 	assert_int_equal(st.deferred_records, 4);
 	assert_int_equal(st.deferred_failures, 0);
-	/* A stop commits what waits, the thread's share included. */
+	/* A stop commits what waits: r2 handed to the thread by r3's batch
+	 * (the restart does not wait for that commit first), r3 in the
+	 * worker's buffer. */
 	assert_int_equal(efx_retrieve(f, &r2, &d, PT(P_B)), KMS_ST_OK);
+	f->now += 50;
+	assert_int_equal(efx_retrieve(f, &r3, &d, PT(P_B)), KMS_ST_OK);
 	efx_restart(f, 0);
-	assert_int_equal(efx_counts(f).audit, 6);
+	assert_int_equal(efx_counts(f).audit, 7);
 	assert_int_equal(efx_run1(f, &r2.req, &rep), KMS_ST_REPLAY);
+	assert_int_equal(efx_run1(f, &r3.req, &rep), KMS_ST_REPLAY);
 }
 
-/* While the thread is busy (here: its buffer's commit failed and waits
- * for its retry interval) the worker's records gather; at deferred_max a
- * RETRIEVE goes durable with its batch. */
+/* A commit of the thread's buffer that fails (the store is full) keeps
+ * the buffer; the thread retries it no sooner than deferred_flush_ms
+ * later, while the worker's new records gather; with room, all commit. */
 static void deferred_thread_failure(void **state)
 {
 	struct efx *f = *state;
