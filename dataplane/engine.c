@@ -506,7 +506,16 @@ static uint16_t replay_check(struct kms_worker *w, const struct kms_token *tok,
 	if (rc == KMS_ERR_EXISTS)
 		return KMS_ST_REPLAY;
 	if (rc) {
+		/* Fail closed, and say what to change: the window holds
+		 * every nonce answered within 2 x skew. */
 		STAT_INC(w, replay_busy);
+		KMS_WARN_RL("worker %u: replay window full, request refused "
+			    "BUSY: raise security.replay_capacity (now %u "
+			    "nonces, about %u req/s a worker at max_skew_s "
+			    "%u)", w->id, w->e->cfg.replay_capacity,
+			    w->e->cfg.replay_capacity /
+				    (2 * (w->e->cfg.max_skew_ms / 1000) + 1),
+			    w->e->cfg.max_skew_ms / 1000);
 		return KMS_ST_BUSY;
 	}
 	return KMS_ST_OK;

@@ -149,7 +149,7 @@ void efx_start(struct efx *f, const struct kms_policy *pol, unsigned nworkers)
 				     ? getenv("KMS_TEST_CRYPTO_MODE") : "offload";
 	f->cfg.policy = *pol;
 	f->cfg.max_skew_ms = EFX_SKEW;
-	f->cfg.replay_capacity = 4096;
+	f->cfg.replay_capacity = f->replay_capacity ? f->replay_capacity : 4096;
 	f->cfg.batch_max = f->batch_max;
 	f->cfg.deferred_max = f->deferred_max;
 	f->cfg.deferred_flush_ms = f->deferred_flush_ms;

@@ -60,6 +60,7 @@ struct efx {
 	unsigned deferred_max;         /**< kept by restarts; 0 = durable */
 	uint32_t deferred_flush_ms;
 	int deferred_thread;           /**< kept by restarts */
+	uint32_t replay_capacity;      /**< kept by restarts; 0 = 4096 */
 	uint32_t cache_keys;           /**< 0: KMS_ENGINE_CACHE_MIN(batch_max) */
 	uint64_t now;                  /**< what the engine's clock returns */
 	uint32_t txid;

@@ -542,6 +542,47 @@ static void replay_single_datagrams(void **state)
 }
 
 /*
+ * A full replay window fails closed: with no free slot near a nonce's hash
+ * the request is refused BUSY (counted replay_busy), nothing of it is
+ * recorded, and the same request is served once expired nonces free the
+ * slots. 32 nonces of capacity is a table of 64 slots, and a check probes
+ * up to 64: every live nonce is in reach, so the 65th is the first refused.
+ */
+static void replay_window_full(void **state)
+{
+	struct efx *f = *state;
+	const struct efx_party *a = PT(P_A), *b = PT(P_B), *as = PT(P_AS);
+	struct kms_policy pol = efx_policy();
+	struct kms_stats st;
+	struct efx_dep d;
+	struct efx_ret r;
+	struct efx_reply rep;
+	size_t audit;
+
+	f->replay_capacity = 32;
+	efx_reconfigure(f, &pol, 1);
+	assert_int_equal(efx_deposit(f, &d, a, b, as), KMS_ST_OK); /* Eas */
+	for (unsigned i = 1; i < 64; i++)                           /* Ebs */
+		assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_OK);
+	audit = efx_counts(f).audit;
+	assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_BUSY);
+	kms_worker_stats(f->w[0], &st);
+	assert_int_equal(st.replay_busy, 1);
+	assert_int_equal(st.retrievals, 63);
+	assert_int_equal(efx_counts(f).audit, audit);
+	/* A refused request left no nonce behind: sent again later, once
+	 * the window's nonces expired (2 x skew), it is served. */
+	f->now += 2 * EFX_SKEW + 2;
+	efx_run(f, 0, &r.req, &rep, 1);
+	assert_int_equal(rep.status, KMS_ST_STALE); /* its own Eb: too old */
+	efx_ret_build(f, &r, &d, b);
+	efx_run(f, 0, &r.req, &r.rep, 1);
+	efx_ret_finish(&r, &d, b);
+	assert_int_equal(r.rep.status, KMS_ST_OK);
+	assert_memory_equal(r.k, d.k, KMS_KEY_LEN);
+}
+
+/*
  * Ea is the deposit's handle, not single-use (docs/PROTOCOL.md section 11):
  * a mailbox whose reply was lost retries with the same Ea and a fresh Eas
  * while Ea is within the skew. The retry is a deposit of its own.
@@ -1785,6 +1826,7 @@ int main(void)
 		T(retrieve_after_rotation),
 		T(replay_single_datagrams),
 		T(replay_ea_retry),
+		T(replay_window_full),
 		T(replay_within_batch),
 		T(replay_after_restart),
 		T(replay_nonces_purged),
