@@ -633,8 +633,7 @@ static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 				struct pending *p, uint64_t now)
 {
 	const struct kms_req *r = &p->req;
-	const struct kms_policy *pol = kms_policy_for(w->pset, r->id_b.p,
-						      r->id_b.len, p->pair_hash);
+	const struct kms_policy *pol;
 	struct kms_deposit *d = &p->dep;
 	const struct pending *prev;
 	uint8_t digest[32];
@@ -673,6 +672,10 @@ static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 	if (!id_eq(&r->id_b, d->id_b, d->id_b_len) ||
 	    !id_eq(&r->id_a, d->id_a, d->id_a_len))
 		return KMS_ST_NOT_RECIPIENT;
+	/* The request's IDs are the deposit's: so is the pair hash, made
+	 * when the deposit was (no SHA-256 of the pair per RETRIEVE). */
+	memcpy(p->pair_hash, d->pair_hash, KMS_PAIR_HASH_LEN);
+	pol = kms_policy_for(w->pset, r->id_b.p, r->id_b.len, p->pair_hash);
 	if (pol->max_retrievals && d->retrievals >= pol->max_retrievals)
 		return KMS_ST_POLICY_DENIED;
 	rc = w->e->crypto->key_get(w->crypto, d->blob, KMS_KEY_MEDIA, &p->k_k);
@@ -830,8 +833,8 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 	if (st)
 		goto out;
 
-	kms_hasher_pair(w->hasher, &r->id_a, &r->id_b, p->pair_hash);
 	if (dep) {
+		kms_hasher_pair(w->hasher, &r->id_a, &r->id_b, p->pair_hash);
 		st = deposit_decide(w, txn, p, now, rnd);
 		p->k_recip = ka;
 		p->recip_gen = pa.gen;

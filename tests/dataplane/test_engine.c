@@ -542,6 +542,38 @@ static void replay_single_datagrams(void **state)
 }
 
 /*
+ * A pair's own policy governs its RETRIEVEs: (A, B) capped at one
+ * retrieval, (A, C) under the unlimited default. The RETRIEVE path finds
+ * the pair by the deposit's stored pair hash, not one of its own.
+ */
+static void retrieve_pair_policy(void **state)
+{
+	struct efx *f = *state;
+	const struct efx_party *a = PT(P_A), *b = PT(P_B), *c = PT(P_C);
+	const struct efx_party *as = PT(P_AS);
+	struct kms_policy dflt = efx_policy();
+	static struct kms_policy_set ps;
+	char *words[] = { "max_retrievals=1" };
+	uint8_t hash[KMS_PAIR_HASH_LEN];
+	struct efx_dep dab, dac;
+	struct efx_ret r;
+	char err[128];
+
+	kms_policy_set_init(&ps, &dflt);
+	kms_pair_hash(&a->id, &b->id, hash);
+	assert_int_equal(kms_policy_set_apply_pair(&ps, hash, "A,B", 1, words,
+						   err, sizeof(err)), 0);
+	assert_int_equal(kms_engine_policy_swap(f->eng, &ps), KMS_OK);
+	assert_int_equal(efx_deposit(f, &dab, a, b, as), KMS_ST_OK);
+	assert_int_equal(efx_deposit(f, &dac, a, c, as), KMS_ST_OK);
+	assert_int_equal(efx_retrieve(f, &r, &dab, b), KMS_ST_OK);
+	assert_memory_equal(r.k, dab.k, KMS_KEY_LEN);
+	assert_int_equal(efx_retrieve(f, &r, &dab, b), KMS_ST_POLICY_DENIED);
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(efx_retrieve(f, &r, &dac, c), KMS_ST_OK);
+}
+
+/*
  * A full replay window fails closed: with no free slot near a nonce's hash
  * the request is refused BUSY (counted replay_busy), nothing of it is
  * recorded, and the same request is served once expired nonces free the
@@ -1823,6 +1855,7 @@ int main(void)
 		T(retrieve_refused_identity),
 		T(retrieve_refused_state),
 		T(retrieve_max_retrievals),
+		T(retrieve_pair_policy),
 		T(retrieve_after_rotation),
 		T(replay_single_datagrams),
 		T(replay_ea_retry),
