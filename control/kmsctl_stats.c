@@ -129,6 +129,8 @@ static void text(json_t *r)
 	       "HSM calls %llu\n", u(eng, "cache_hits"), u(eng, "cache_misses"),
 	       100 * json_real_value(json_object_get(eng, "cache_hit_rate")),
 	       u(eng, "cache_evictions"), u(eng, "hsm_calls"));
+	printf("party records: %llu from the worker's cache, %llu read from "
+	       "the store\n", u(eng, "party_hits"), u(eng, "party_reads"));
 	printf("store: %llu commits (%llu failed), %.1f requests a commit\n",
 	       u(eng, "commits"), u(eng, "commit_failures"),
 	       u(eng, "commits") ? (double)u(eng, "committed_requests") /

@@ -116,6 +116,10 @@ struct kms_stats {
 	uint64_t cache_hits, cache_misses, cache_evictions, keys_pooled;
 	uint64_t hsm_calls;
 	uint64_t replay_busy;
+	/** Party records found in the worker's party cache / read from the
+	 *  store (ENGINE_PARTY_CACHE slots, valid while the store's party
+	 *  epoch stays as it was when they were read). */
+	uint64_t party_hits, party_reads;
 	uint64_t deferred_records;   /**< RETRIEVE records committed late */
 	uint64_t deferred_flushes, deferred_failures;
 	/** Log2 histograms: bucket i counts values in [2^i, 2^(i+1)) (0 in

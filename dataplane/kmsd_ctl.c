@@ -32,7 +32,8 @@ static const struct {
 	F(ibe_keys_issued),
 	F(commits), F(commit_failures), F(committed_requests), F(cache_hits),
 	F(cache_misses), F(cache_evictions), F(keys_pooled), F(hsm_calls),
-	F(replay_busy), F(deferred_records), F(deferred_flushes),
+	F(replay_busy), F(party_hits), F(party_reads), F(deferred_records),
+	F(deferred_flushes),
 	F(deferred_failures),
 };
 #undef F

@@ -161,6 +161,16 @@ int kms_ks_party_get(struct kms_ks_txn *txn, const struct kms_id *id,
 		     struct kms_party *out);
 int kms_ks_party_put(struct kms_ks_txn *txn, const struct kms_id *id,
 		     const struct kms_party *p);
+/**
+ * The parties' epoch: a counter that every transaction writing a party
+ * record (kms_ks_party_put, a KEK rotation's re-wrap) moves on, in the
+ * same transaction. Two snapshots with the same epoch hold the same party
+ * records, so a reader may keep records it read under the epoch its
+ * snapshot shows (the engine's per-worker party cache). A store that never
+ * had a party written since this counter exists reads 0.
+ * @return KMS_OK, or the sticky error / KMS_ERR_CORRUPT.
+ */
+int kms_ks_party_epoch(struct kms_ks_txn *txn, uint64_t *out);
 int kms_ks_pair_get(struct kms_ks_txn *txn,
 		    const uint8_t hash[KMS_PAIR_HASH_LEN], struct kms_pair *out);
 int kms_ks_pair_put(struct kms_ks_txn *txn,

@@ -45,6 +45,7 @@ struct kms_ks_txn {
 };
 
 static const char audit_head_key[] = "audit_head";
+static const char party_epoch_key[] = "party_epoch"; /* u64 BE */
 
 /* MDB_PANIC: the environment had a fatal error (a meta page could not be
  * written) and refuses every transaction until it is reopened. */
@@ -482,6 +483,54 @@ int kms_ks_party_get(struct kms_ks_txn *t, const struct kms_id *id,
 	return KMS_OK;
 }
 
+/* Read "party_epoch" in @p txn: 0 if absent. */
+static int epoch_get(struct kms_ks *ks, MDB_txn *txn, uint64_t *out)
+{
+	MDB_val k = { sizeof(party_epoch_key) - 1, (void *)party_epoch_key }, v;
+	int rc = mdb_get(txn, ks->meta, &k, &v);
+
+	if (rc == MDB_NOTFOUND) {
+		*out = 0;
+		return KMS_OK;
+	}
+	if (rc)
+		return from_mdb(rc, "party epoch");
+	if (v.mv_size != 8)
+		return KMS_ERR_CORRUPT;
+	*out = get_be64(v.mv_data);
+	return KMS_OK;
+}
+
+/* Move "party_epoch" on in write txn @p txn (see kms_ks_party_epoch). */
+static int epoch_bump(struct kms_ks *ks, MDB_txn *txn)
+{
+	MDB_val k = { sizeof(party_epoch_key) - 1, (void *)party_epoch_key }, v;
+	uint8_t buf[8];
+	uint64_t e = 0;
+	int rc = epoch_get(ks, txn, &e);
+
+	if (rc)
+		return rc;
+	put_be64(buf, e + 1);
+	v.mv_size = sizeof(buf);
+	v.mv_data = buf;
+	return from_mdb(mdb_put(txn, ks->meta, &k, &v, 0), "party epoch");
+}
+
+int kms_ks_party_epoch(struct kms_ks_txn *t, uint64_t *out)
+{
+	int ret = txn_check(t, 0);
+
+	if (ret)
+		return ret;
+	if (!out)
+		return KMS_ERR_INVAL;
+	ret = epoch_get(t->ks, t->txn, out);
+	if (ret == KMS_ERR_CORRUPT)
+		return txn_corrupt(t, "party epoch");
+	return ret ? txn_fail(t, ret) : KMS_OK;
+}
+
 int kms_ks_party_put(struct kms_ks_txn *t, const struct kms_id *id,
 		     const struct kms_party *p)
 {
@@ -496,8 +545,15 @@ int kms_ks_party_put(struct kms_ks_txn *t, const struct kms_id *id,
 	n = kms_ks_rec_party_enc(p, rec);
 	if (n < 0)
 		return n;
-	return txn_put(t, t->ks->parties, id->p, id->len, rec, (size_t)n, 0,
-		       "parties");
+	ret = txn_put(t, t->ks->parties, id->p, id->len, rec, (size_t)n, 0,
+		      "parties");
+	if (ret)
+		return ret;
+	/* Readers that keep party records by epoch see the change. */
+	ret = epoch_bump(t->ks, t->txn);
+	if (ret == KMS_ERR_CORRUPT)
+		return txn_corrupt(t, "party epoch");
+	return ret ? txn_fail(t, ret) : KMS_OK;
 }
 
 int kms_ks_pair_get(struct kms_ks_txn *t,
@@ -1169,7 +1225,7 @@ int kms_ks_rewrap_step(struct kms_ks *ks, struct kms_ks_rewrap *cur,
 	MDB_txn *txn = NULL;
 	MDB_cursor *c = NULL;
 	MDB_val k, v;
-	unsigned n = 0;
+	unsigned n = 0, table;
 	int rc, ret = KMS_OK;
 
 	*visited = *changed = 0;
@@ -1184,7 +1240,8 @@ int kms_ks_rewrap_step(struct kms_ks *ks, struct kms_ks_rewrap *cur,
 			cur->table = RW_DONE;
 		goto end;
 	}
-	rc = mdb_cursor_open(txn, dbis[cur->table], &c);
+	table = cur->table;
+	rc = mdb_cursor_open(txn, dbis[table], &c);
 	if (rc) {
 		ret = from_mdb(rc, "rewrap cursor");
 		goto end;
@@ -1225,6 +1282,10 @@ int kms_ks_rewrap_step(struct kms_ks *ks, struct kms_ks_rewrap *cur,
 	} else if (rc) {
 		ret = from_mdb(rc, "rewrap");
 	}
+	/* Party records re-wrapped: cached copies must go (their old blobs
+	 * are under a KEK that is going away). */
+	if (!ret && table == RW_PARTIES && *changed)
+		ret = epoch_bump(ks, txn);
 	*visited = n;
 end:
 	explicit_bzero(rec, sizeof(rec));

@@ -418,6 +418,46 @@ static void retrieve_refused_state(void **state)
 	assert_int_equal(efx_retrieve(f, &r, &d1, b), KMS_ST_PARTY_REVOKED);
 }
 
+/*
+ * The worker keeps party records between batches (its party cache) only
+ * while the store's party epoch is unchanged: a rotation or a revocation
+ * committed by anyone (kmsctl, another process) holds from the next batch
+ * on. Counted: party_reads (from the store) and party_hits (kept).
+ */
+static void party_cache_follows_store(void **state)
+{
+	struct efx *f = *state;
+	struct efx_party *b = &f->p[P_B];
+	const struct efx_party *a = PT(P_A), *as = PT(P_AS);
+	struct kms_stats st;
+	struct efx_dep d, d2;
+	struct efx_ret r;
+
+	assert_int_equal(efx_deposit(f, &d, a, b, as), KMS_ST_OK);
+	assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_OK);
+	assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_OK);
+	kms_worker_stats(f->w[0], &st);
+	assert_int_equal(st.party_reads, 3);  /* A, AS, B: once each */
+	assert_int_equal(st.party_hits, 4);   /* A and B, twice */
+
+	/* B's new key: a token under it is accepted at once, and the
+	 * records are read again (the epoch moved). */
+	efx_party_rotate(f, b);
+	assert_int_equal(efx_retrieve(f, &r, &d, b), KMS_ST_OK);
+	assert_memory_equal(r.k, d.k, KMS_KEY_LEN);
+	kms_worker_stats(f->w[0], &st);
+	assert_int_equal(st.party_reads, 5);
+	/* The AS revoked: its next DEPOSIT is refused. */
+	efx_party_set(f, as, KMS_PARTY_REVOKED, 1);
+	assert_int_equal(efx_deposit(f, &d2, a, b, as), KMS_ST_PARTY_REVOKED);
+	efx_party_set(f, as, KMS_PARTY_ACTIVE, 1);
+	assert_int_equal(efx_deposit(f, &d2, a, b, as), KMS_ST_OK);
+	/* B revoked between two RETRIEVEs. */
+	assert_int_equal(efx_retrieve(f, &r, &d2, b), KMS_ST_OK);
+	efx_party_set(f, b, KMS_PARTY_REVOKED, b->gen);
+	assert_int_equal(efx_retrieve(f, &r, &d2, b), KMS_ST_PARTY_REVOKED);
+}
+
 static void retrieve_max_retrievals(void **state)
 {
 	struct efx *f = *state;
@@ -1857,6 +1897,7 @@ int main(void)
 		T(retrieve_max_retrievals),
 		T(retrieve_pair_policy),
 		T(retrieve_after_rotation),
+		T(party_cache_follows_store),
 		T(replay_single_datagrams),
 		T(replay_ea_retry),
 		T(replay_window_full),

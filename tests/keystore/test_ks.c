@@ -435,6 +435,94 @@ static void test_roundtrip(void **state)
 	kms_ks_close(ks);
 }
 
+static uint64_t epoch_now(struct kms_ks *ks)
+{
+	struct kms_ks_txn *t;
+	uint64_t e = 99;
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_epoch(t, &e), KMS_OK);
+	kms_ks_txn_abort(t);
+	return e;
+}
+
+/* A re-wrap that flips every blob's first byte (or changes nothing). */
+static int flip_blob(void *arg, const uint8_t in[KMS_HSM_BLOB_LEN],
+		     uint8_t out[KMS_HSM_BLOB_LEN])
+{
+	if (!*(int *)arg)
+		return KMS_ERR_EXISTS;
+	memcpy(out, in, KMS_HSM_BLOB_LEN);
+	out[0] ^= 1;
+	return KMS_OK;
+}
+
+/*
+ * The party epoch moves on with every committed transaction that writes a
+ * party record, and with nothing else: the engine keeps party records
+ * read under one epoch for as long as its snapshots show that epoch.
+ */
+static void test_party_epoch(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	char idbuf[KMS_ID_MAX], idbuf2[8];
+	struct kms_id id = mk_id(idbuf, 'p', 12), id2 = mk_id(idbuf2, 'q', 8);
+	uint8_t hash[KMS_PAIR_HASH_LEN], kid[KMS_KEY_ID_LEN];
+	struct kms_ks_rewrap cur;
+	struct kms_party p;
+	struct kms_pair pr;
+	struct kms_deposit d;
+	unsigned visited, changed;
+	uint64_t e;
+	int flip;
+
+	assert_int_equal(epoch_now(ks), 0);
+	mk_party(&p, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_OK);
+	assert_int_equal(kms_ks_party_epoch(t, &e), KMS_OK);
+	assert_int_equal(e, 1);               /* seen inside the txn */
+	assert_int_equal(kms_ks_party_put(t, &id2, &p), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(epoch_now(ks), 2);
+
+	/* Aborted: no change. Pair and deposit writes: no change. */
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_party_put(t, &id, &p), KMS_OK);
+	kms_ks_txn_abort(t);
+	fill_bytes(hash, sizeof(hash), 5);
+	key_id(kid, 1);
+	mk_pair(&pr);
+	mk_deposit(&d, 1);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_pair_put(t, hash, &pr), KMS_OK);
+	assert_int_equal(kms_ks_deposit_put(t, kid, &d, 0), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(epoch_now(ks), 2);
+
+	/* A KEK rotation's pass: re-wrapped party records move it on once
+	 * per step; a pass that finds every blob current does not. */
+	flip = 0;
+	memset(&cur, 0, sizeof(cur));
+	while (!kms_ks_rewrap_done(&cur))
+		assert_int_equal(kms_ks_rewrap_step(ks, &cur, 8, flip_blob, &flip,
+						    &visited, &changed), KMS_OK);
+	assert_int_equal(epoch_now(ks), 2);
+	flip = 1;
+	memset(&cur, 0, sizeof(cur));
+	assert_int_equal(kms_ks_rewrap_step(ks, &cur, 8, flip_blob, &flip,
+					    &visited, &changed), KMS_OK);
+	assert_int_equal(changed, 2);         /* both parties, one step */
+	assert_int_equal(epoch_now(ks), 3);
+	while (!kms_ks_rewrap_done(&cur))     /* pairs, deposits, meta */
+		assert_int_equal(kms_ks_rewrap_step(ks, &cur, 8, flip_blob, &flip,
+						    &visited, &changed), KMS_OK);
+	assert_int_equal(epoch_now(ks), 3);
+	kms_ks_close(ks);
+}
+
 static int audit_collect(const struct kms_audit *a, void *arg)
 {
 	struct kms_audit *dst = arg;
@@ -1768,6 +1856,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_create_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_party_epoch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip_audit, setup,
 						teardown),
