@@ -117,7 +117,7 @@ struct kms_stats {
 	uint64_t hsm_calls;
 	uint64_t replay_busy;
 	/** Party records found in the worker's party cache / read from the
-	 *  store (ENGINE_PARTY_CACHE slots, valid while the store's party
+	 *  store (PARTY_CACHE slots of engine.c, valid while the store's party
 	 *  epoch stays as it was when they were read). */
 	uint64_t party_hits, party_reads;
 	uint64_t deferred_records;   /**< RETRIEVE records committed late */
