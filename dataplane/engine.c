@@ -103,6 +103,9 @@ struct kms_worker {
 	struct party_slot *pcache;
 	uint64_t pepoch;
 	int pcache_ok;
+	/* This batch's snapshot may hold a revoked pair: RETRIEVEs read the
+	 * pair record (else no pair is revoked and they need not). */
+	int pair_revocations;
 	struct kms_stats st;
 	uint16_t no_txn_status;    /* why this batch has no read txn */
 };
@@ -716,8 +719,9 @@ static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 	if (now >= d->expiry_ms)
 		return KMS_ST_DEPOSIT_EXPIRED;
 	/* A revoked pair revokes all its deposits: one more B-tree lookup
-	 * (the pair record), no deposit rewritten. */
-	{
+	 * (the pair record), no deposit rewritten; none while the snapshot
+	 * holds no revoked pair at all. */
+	if (w->pair_revocations) {
 		struct kms_pair pr;
 
 		rc = kms_ks_pair_get(txn, d->pair_hash, &pr);
@@ -1363,14 +1367,17 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 	/* The party cache holds for this batch if the snapshot's party
 	 * epoch is the one its slots were read under. */
 	w->pcache_ok = 0;
+	w->pair_revocations = 1;
 	if (!rc) {
-		uint64_t epoch;
+		uint64_t epoch, revoked;
 
 		rtxn = w->rtxn;
 		if (kms_ks_party_epoch(rtxn, &epoch) == KMS_OK) {
 			w->pcache_ok = 1;
 			w->pepoch = epoch;
 		}
+		if (kms_ks_pairs_revoked(rtxn, &revoked) == KMS_OK)
+			w->pair_revocations = revoked != 0;
 	}
 	for (unsigned i = 0; i < n; i++) {
 		struct pending *p = &w->pend[i];

@@ -171,6 +171,13 @@ int kms_ks_party_put(struct kms_ks_txn *txn, const struct kms_id *id,
  * @return KMS_OK, or the sticky error / KMS_ERR_CORRUPT.
  */
 int kms_ks_party_epoch(struct kms_ks_txn *txn, uint64_t *out);
+/**
+ * How many times a revoked pair record was written (kms_ks_pair_put of a
+ * record with revoked set; counted once for older stores at open). 0 in a
+ * snapshot: no pair of it is revoked, so a RETRIEVE needs no pair lookup.
+ * @return KMS_OK, or the sticky error / KMS_ERR_CORRUPT.
+ */
+int kms_ks_pairs_revoked(struct kms_ks_txn *txn, uint64_t *out);
 int kms_ks_pair_get(struct kms_ks_txn *txn,
 		    const uint8_t hash[KMS_PAIR_HASH_LEN], struct kms_pair *out);
 int kms_ks_pair_put(struct kms_ks_txn *txn,

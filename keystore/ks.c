@@ -46,6 +46,7 @@ struct kms_ks_txn {
 
 static const char audit_head_key[] = "audit_head";
 static const char party_epoch_key[] = "party_epoch"; /* u64 BE */
+static const char pairs_revoked_key[] = "pairs_revoked"; /* u64 BE */
 
 /* MDB_PANIC: the environment had a fatal error (a meta page could not be
  * written) and refuses every transaction until it is reopened. */
@@ -262,6 +263,47 @@ static int check_format(struct kms_ks *ks, MDB_txn *txn, int create)
 	return from_mdb(rc, "write created_ms");
 }
 
+/*
+ * A store made before "pairs_revoked" existed may hold revoked pairs that
+ * were never counted: count them once, at the first open that finds the
+ * counter missing (a new store counts 0). Readers may then trust 0.
+ */
+static int count_revoked_pairs(struct kms_ks *ks, MDB_txn *txn)
+{
+	MDB_val k = { sizeof(pairs_revoked_key) - 1, (void *)pairs_revoked_key };
+	MDB_val v;
+	MDB_cursor *cur = NULL;
+	uint64_t n = 0;
+	uint8_t buf[8];
+	struct kms_pair p;
+	int rc;
+
+	rc = mdb_get(txn, ks->meta, &k, &v);
+	if (rc != MDB_NOTFOUND)
+		return from_mdb(rc, "pairs revoked");
+	rc = mdb_cursor_open(txn, ks->pairs, &cur);
+	for (MDB_cursor_op op = MDB_FIRST; !rc; op = MDB_NEXT) {
+		MDB_val pk;
+
+		rc = mdb_cursor_get(cur, &pk, &v, op);
+		if (rc)
+			break;
+		if (kms_ks_rec_pair_dec(v.mv_data, v.mv_size, &p)) {
+			mdb_cursor_close(cur);
+			return KMS_ERR_CORRUPT;
+		}
+		n += p.revoked != 0;
+	}
+	if (cur)
+		mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return from_mdb(rc, "pairs revoked");
+	put_be64(buf, n);
+	v.mv_size = sizeof(buf);
+	v.mv_data = buf;
+	return from_mdb(mdb_put(txn, ks->meta, &k, &v, 0), "pairs revoked");
+}
+
 int kms_ks_open(const struct kms_ks_config *cfg, struct kms_ks **out)
 {
 	struct kms_ks *ks = NULL;
@@ -305,6 +347,8 @@ int kms_ks_open(const struct kms_ks_config *cfg, struct kms_ks **out)
 	ret = open_dbis(ks, txn, cfg->create);
 	if (!ret)
 		ret = check_format(ks, txn, cfg->create);
+	if (!ret)
+		ret = count_revoked_pairs(ks, txn);
 	if (ret)
 		goto out;
 	rc = mdb_txn_commit(txn);
@@ -483,10 +527,11 @@ int kms_ks_party_get(struct kms_ks_txn *t, const struct kms_id *id,
 	return KMS_OK;
 }
 
-/* Read "party_epoch" in @p txn: 0 if absent. */
-static int epoch_get(struct kms_ks *ks, MDB_txn *txn, uint64_t *out)
+/* Read counter @p name of the meta DB in @p txn: 0 if absent. */
+static int counter_get(struct kms_ks *ks, MDB_txn *txn, const char *name,
+		       uint64_t *out)
 {
-	MDB_val k = { sizeof(party_epoch_key) - 1, (void *)party_epoch_key }, v;
+	MDB_val k = { strlen(name), (void *)name }, v;
 	int rc = mdb_get(txn, ks->meta, &k, &v);
 
 	if (rc == MDB_NOTFOUND) {
@@ -494,30 +539,36 @@ static int epoch_get(struct kms_ks *ks, MDB_txn *txn, uint64_t *out)
 		return KMS_OK;
 	}
 	if (rc)
-		return from_mdb(rc, "party epoch");
+		return from_mdb(rc, name);
 	if (v.mv_size != 8)
 		return KMS_ERR_CORRUPT;
 	*out = get_be64(v.mv_data);
 	return KMS_OK;
 }
 
-/* Move "party_epoch" on in write txn @p txn (see kms_ks_party_epoch). */
-static int epoch_bump(struct kms_ks *ks, MDB_txn *txn)
+/* Add one to counter @p name in write txn @p txn. */
+static int counter_bump(struct kms_ks *ks, MDB_txn *txn, const char *name)
 {
-	MDB_val k = { sizeof(party_epoch_key) - 1, (void *)party_epoch_key }, v;
+	MDB_val k = { strlen(name), (void *)name }, v;
 	uint8_t buf[8];
 	uint64_t e = 0;
-	int rc = epoch_get(ks, txn, &e);
+	int rc = counter_get(ks, txn, name, &e);
 
 	if (rc)
 		return rc;
 	put_be64(buf, e + 1);
 	v.mv_size = sizeof(buf);
 	v.mv_data = buf;
-	return from_mdb(mdb_put(txn, ks->meta, &k, &v, 0), "party epoch");
+	return from_mdb(mdb_put(txn, ks->meta, &k, &v, 0), name);
 }
 
-int kms_ks_party_epoch(struct kms_ks_txn *t, uint64_t *out)
+static int epoch_bump(struct kms_ks *ks, MDB_txn *txn)
+{
+	return counter_bump(ks, txn, party_epoch_key);
+}
+
+/* A counter read for a kms_ks_txn: failures stick to it. */
+static int txn_counter(struct kms_ks_txn *t, const char *name, uint64_t *out)
 {
 	int ret = txn_check(t, 0);
 
@@ -525,10 +576,20 @@ int kms_ks_party_epoch(struct kms_ks_txn *t, uint64_t *out)
 		return ret;
 	if (!out)
 		return KMS_ERR_INVAL;
-	ret = epoch_get(t->ks, t->txn, out);
+	ret = counter_get(t->ks, t->txn, name, out);
 	if (ret == KMS_ERR_CORRUPT)
-		return txn_corrupt(t, "party epoch");
+		return txn_corrupt(t, name);
 	return ret ? txn_fail(t, ret) : KMS_OK;
+}
+
+int kms_ks_party_epoch(struct kms_ks_txn *t, uint64_t *out)
+{
+	return txn_counter(t, party_epoch_key, out);
+}
+
+int kms_ks_pairs_revoked(struct kms_ks_txn *t, uint64_t *out)
+{
+	return txn_counter(t, pairs_revoked_key, out);
 }
 
 int kms_ks_party_put(struct kms_ks_txn *t, const struct kms_id *id,
@@ -590,8 +651,18 @@ int kms_ks_pair_put(struct kms_ks_txn *t,
 	n = kms_ks_rec_pair_enc(p, rec);
 	if (n < 0)
 		return n;
-	return txn_put(t, t->ks->pairs, hash, KMS_PAIR_HASH_LEN, rec,
-		       (size_t)n, 0, "pairs");
+	ret = txn_put(t, t->ks->pairs, hash, KMS_PAIR_HASH_LEN, rec,
+		      (size_t)n, 0, "pairs");
+	/* Readers skip the pair lookup of a RETRIEVE while none is revoked
+	 * (kms_ks_pairs_revoked): count every revoked record written. */
+	if (!ret && p->revoked) {
+		ret = counter_bump(t->ks, t->txn, pairs_revoked_key);
+		if (ret == KMS_ERR_CORRUPT)
+			return txn_corrupt(t, "pairs revoked");
+		if (ret)
+			return txn_fail(t, ret);
+	}
+	return ret;
 }
 
 int kms_ks_deposit_get(struct kms_ks_txn *t,

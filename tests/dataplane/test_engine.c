@@ -458,6 +458,41 @@ static void party_cache_follows_store(void **state)
 	assert_int_equal(efx_retrieve(f, &r, &d2, b), KMS_ST_PARTY_REVOKED);
 }
 
+/*
+ * A pair revoked in the store (as kmsctl revoke --pair writes it): every
+ * deposit of the pair is refused DEPOSIT_REVOKED from the next batch on,
+ * and a new DEPOSIT PAIR_REVOKED; another pair of the same users is
+ * untouched. (RETRIEVEs skip the pair lookup only while the store holds
+ * no revoked pair at all: the first revocation must switch it back on.)
+ */
+static void retrieve_pair_revoked(void **state)
+{
+	struct efx *f = *state;
+	const struct efx_party *a = PT(P_A), *b = PT(P_B), *c = PT(P_C);
+	const struct efx_party *as = PT(P_AS);
+	uint8_t h[KMS_PAIR_HASH_LEN];
+	struct kms_ks_txn *txn = NULL;
+	struct kms_pair pr;
+	struct efx_dep dab, dac, d;
+	struct efx_ret r;
+
+	assert_int_equal(efx_deposit(f, &dab, a, b, as), KMS_ST_OK);
+	assert_int_equal(efx_deposit(f, &dac, a, c, as), KMS_ST_OK);
+	assert_int_equal(efx_retrieve(f, &r, &dab, b), KMS_ST_OK);
+
+	efx_pair_get(f, a, b, &pr);
+	pr.revoked = 1;
+	kms_pair_hash(&a->id, &b->id, h);
+	assert_int_equal(kms_ks_txn_begin(f->ks, 0, &txn), KMS_OK);
+	assert_int_equal(kms_ks_pair_put(txn, h, &pr), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(txn), KMS_OK);
+
+	assert_int_equal(efx_retrieve(f, &r, &dab, b), KMS_ST_DEPOSIT_REVOKED);
+	assert_int_equal(efx_deposit(f, &d, a, b, as), KMS_ST_PAIR_REVOKED);
+	assert_int_equal(efx_retrieve(f, &r, &dac, c), KMS_ST_OK);
+	assert_memory_equal(r.k, dac.k, KMS_KEY_LEN);
+}
+
 static void retrieve_max_retrievals(void **state)
 {
 	struct efx *f = *state;
@@ -1898,6 +1933,7 @@ int main(void)
 		T(retrieve_pair_policy),
 		T(retrieve_after_rotation),
 		T(party_cache_follows_store),
+		T(retrieve_pair_revoked),
 		T(replay_single_datagrams),
 		T(replay_ea_retry),
 		T(replay_window_full),

@@ -523,6 +523,77 @@ static void test_party_epoch(void **state)
 	kms_ks_close(ks);
 }
 
+static uint64_t revoked_now(struct kms_ks *ks)
+{
+	struct kms_ks_txn *t;
+	uint64_t n = 99;
+
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_pairs_revoked(t, &n), KMS_OK);
+	kms_ks_txn_abort(t);
+	return n;
+}
+
+/* Delete @p key from the meta DB, as a store made before it existed. */
+static void raw_meta_del(const struct fx *f, const char *key)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { .mv_size = strlen(key), .mv_data = (void *)key };
+
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+	assert_int_equal(mdb_env_open(env, f->store, MDB_NOTLS, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/*
+ * "pairs_revoked" counts revoked pair records written (0: a RETRIEVE may
+ * skip the pair lookup). Unrevoked writes and aborted ones do not count;
+ * a store without the counter (made before it) is counted at open.
+ */
+static void test_pairs_revoked(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	uint8_t h1[KMS_PAIR_HASH_LEN], h2[KMS_PAIR_HASH_LEN];
+	struct kms_pair pr;
+
+	fill_bytes(h1, sizeof(h1), 1);
+	fill_bytes(h2, sizeof(h2), 2);
+	mk_pair(&pr);
+	pr.revoked = 0;
+	assert_int_equal(revoked_now(ks), 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_pair_put(t, h1, &pr), KMS_OK);
+	assert_int_equal(kms_ks_pair_put(t, h2, &pr), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(revoked_now(ks), 0);
+
+	pr.revoked = 1;
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_pair_put(t, h1, &pr), KMS_OK);
+	kms_ks_txn_abort(t);
+	assert_int_equal(revoked_now(ks), 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_pair_put(t, h1, &pr), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(revoked_now(ks), 1);
+	kms_ks_close(ks);
+
+	/* An older store: the counter is missing; the open counts. */
+	raw_meta_del(f, "pairs_revoked");
+	ks = open_ks(f, 0, 0);
+	assert_int_equal(revoked_now(ks), 1);
+	kms_ks_close(ks);
+}
+
 static int audit_collect(const struct kms_audit *a, void *arg)
 {
 	struct kms_audit *dst = arg;
@@ -1857,6 +1928,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_format_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_party_epoch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pairs_revoked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip_audit, setup,
 						teardown),
