@@ -58,6 +58,7 @@ struct pending {
 	uint8_t write_pair;        /* deposit: pair record to store */
 	uint8_t deferred;          /* retrieve: records wait in w->dfr */
 	uint8_t audit_event;
+	uint32_t replay_h;         /* kms_replay_prefetch of tok_x */
 	uint8_t pair_hash[KMS_PAIR_HASH_LEN];
 	uint32_t recip_gen;
 	struct kms_ckey *k_recip;  /* Ka (deposit) or Kb (retrieve) */
@@ -562,10 +563,10 @@ static uint64_t replay_expiry(const struct kms_worker *w,
 }
 
 static uint16_t replay_check(struct kms_worker *w, const struct kms_token *tok,
-			     uint64_t now)
+			     uint32_t h, uint64_t now)
 {
-	int rc = kms_replay_check_insert(w->replay, tok->role, tok->nonce,
-					 replay_expiry(w, tok), now);
+	int rc = kms_replay_check_insert_h(w->replay, h, tok->role, tok->nonce,
+					   replay_expiry(w, tok), now);
 
 	if (rc == KMS_ERR_EXISTS)
 		return KMS_ST_REPLAY;
@@ -790,6 +791,8 @@ static uint16_t admit_ibe(struct kms_worker *w, struct kms_ks_txn *txn,
 		return KMS_ST_IBE_UNAVAILABLE;
 	if (!in_skew(w->e, r->tok_x.ts_ms, now))
 		return KMS_ST_STALE;
+	p->replay_h = kms_replay_prefetch(w->replay, r->tok_x.role,
+					  r->tok_x.nonce);
 	st = party_check(w, txn, &r->id_a, KMS_PARTY_USER, &r->tok_x, now, &px);
 	if (st == KMS_ST_WRONG_ROLE)
 		st = party_check(w, txn, &r->id_a, KMS_PARTY_AS, &r->tok_x, now,
@@ -804,7 +807,7 @@ static uint16_t admit_ibe(struct kms_worker *w, struct kms_ks_txn *txn,
 	if (!st && !period_issuable(&r->id_b, now))
 		st = KMS_ST_BAD_PERIOD;
 	if (!st)
-		st = replay_check(w, &r->tok_x, now);
+		st = replay_check(w, &r->tok_x, p->replay_h, now);
 	if (st) {
 		ops->key_release(w->crypto, kx);
 		return st;
@@ -859,7 +862,8 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 	    (dep && !in_skew(w->e, r->tok_a.ts_ms, now)))
 		return KMS_ST_STALE;
 	/* The window's slot is a likely cache miss: start it now. */
-	kms_replay_prefetch(w->replay, r->tok_x.role, r->tok_x.nonce);
+	p->replay_h = kms_replay_prefetch(w->replay, r->tok_x.role,
+					  r->tok_x.nonce);
 
 	/* A must be an active user; in a DEPOSIT its token must name A's
 	 * current key. The sender of the other token likewise (the AS or B).
@@ -894,7 +898,7 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 	 * accepts it only within the skew of its creation.
 	 */
 	if (!st)
-		st = replay_check(w, &r->tok_x, now);
+		st = replay_check(w, &r->tok_x, p->replay_h, now);
 	if (st)
 		goto out;
 

@@ -40,9 +40,16 @@ int kms_replay_check_insert(struct kms_replay *r, uint8_t role,
 
 /** Start loading the first slot that (role, nonce) would look at: a
  *  request's check comes after its token is opened, which takes long
- *  enough for the load to arrive. Changes nothing. */
-void kms_replay_prefetch(const struct kms_replay *r, uint8_t role,
-			 const uint8_t nonce[12]);
+ *  enough for the load to arrive. Changes nothing.
+ *  @return the (role, nonce) hash, for kms_replay_check_insert_h. */
+uint32_t kms_replay_prefetch(const struct kms_replay *r, uint8_t role,
+			     const uint8_t nonce[12]);
+
+/** kms_replay_check_insert with the hash kms_replay_prefetch returned for
+ *  the same (role, nonce): the keyed hash is computed once a request. */
+int kms_replay_check_insert_h(struct kms_replay *r, uint32_t h, uint8_t role,
+			      const uint8_t nonce[12], uint64_t expire_ms,
+			      uint64_t now_ms);
 
 /** Slots looked at by every kms_replay_check_insert() so far. */
 uint64_t kms_replay_probes(const struct kms_replay *r);

@@ -101,17 +101,28 @@ static uint32_t hash(const struct kms_replay *r, uint8_t role,
 	return h;
 }
 
-void kms_replay_prefetch(const struct kms_replay *r, uint8_t role,
-			 const uint8_t nonce[12])
+uint32_t kms_replay_prefetch(const struct kms_replay *r, uint8_t role,
+			     const uint8_t nonce[12])
 {
-	__builtin_prefetch(&r->s[hash(r, role, nonce) & r->mask], 1, 1);
+	uint32_t h = hash(r, role, nonce);
+
+	__builtin_prefetch(&r->s[h & r->mask], 1, 1);
+	return h;
 }
 
 int kms_replay_check_insert(struct kms_replay *r, uint8_t role,
 			    const uint8_t nonce[12], uint64_t expire_ms,
 			    uint64_t now_ms)
 {
-	uint32_t i = hash(r, role, nonce) & r->mask;
+	return kms_replay_check_insert_h(r, hash(r, role, nonce), role, nonce,
+					 expire_ms, now_ms);
+}
+
+int kms_replay_check_insert_h(struct kms_replay *r, uint32_t h, uint8_t role,
+			      const uint8_t nonce[12], uint64_t expire_ms,
+			      uint64_t now_ms)
+{
+	uint32_t i = h & r->mask;
 	struct slot *free_slot = NULL;
 	uint64_t dead;
 

@@ -52,6 +52,35 @@ static void fresh_then_exists(void **state)
 	kms_replay_destroy(r);
 }
 
+/* The hash kms_replay_prefetch returns is the one check_insert uses: a
+ * nonce entered through either is found by the other. */
+static void prefetch_hash_is_the_key(void **state)
+{
+	struct kms_replay *r = mk(1024);
+	uint8_t n[12];
+	uint32_t h;
+
+	(void)state;
+	for (unsigned i = 0; i < 200; i++) {
+		nonce_of(1000 + i, n);
+		h = kms_replay_prefetch(r, KMS_ROLE_B, n);
+		assert_int_equal(kms_replay_prefetch(r, KMS_ROLE_B, n), h);
+		if (i % 2) {
+			assert_int_equal(kms_replay_check_insert_h(r, h, KMS_ROLE_B,
+					 n, NOW + 10, NOW), KMS_OK);
+			assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B,
+					 n, NOW + 10, NOW), KMS_ERR_EXISTS);
+		} else {
+			assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B,
+					 n, NOW + 10, NOW), KMS_OK);
+			assert_int_equal(kms_replay_check_insert_h(r, h, KMS_ROLE_B,
+					 n, NOW + 10, NOW), KMS_ERR_EXISTS);
+		}
+	}
+	assert_int_equal(kms_replay_live(r, NOW), 200);
+	kms_replay_destroy(r);
+}
+
 static void role_is_part_of_key(void **state)
 {
 	struct kms_replay *r = mk(64);
@@ -284,6 +313,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(fresh_then_exists),
+		cmocka_unit_test(prefetch_hash_is_the_key),
 		cmocka_unit_test(role_is_part_of_key),
 		cmocka_unit_test(role_is_part_of_key_dense),
 		cmocka_unit_test(one_byte_differs),
