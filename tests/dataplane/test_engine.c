@@ -1329,6 +1329,39 @@ static void deferred_flushed_at_stop(void **state)
 
 #define FULL_MAX 2000
 
+/* Deposit on the fixture's pairs into @p d until one is refused (the
+ * small store is full) or FULL_MAX are in. @return deposits answered OK;
+ * *st: the status that stopped it (KMS_ST_OK if none did). */
+static unsigned fill_store(struct efx *f, struct efx_dep *d, uint16_t *st)
+{
+	const struct efx_party *a, *b;
+	unsigned ok = 0;
+
+	*st = KMS_ST_OK;
+	while (ok < FULL_MAX) {
+		efx_user_pair(f, ok % EFX_NPAIRS, &a, &b);
+		*st = efx_deposit(f, &d[ok], a, b, PT(P_AS));
+		if (*st != KMS_ST_OK)
+			break;
+		ok++;
+	}
+	return ok;
+}
+
+/* A store filled by fill_store() until full: its deposits (free them),
+ * *ok of them. */
+static struct efx_dep *full_store(struct efx *f, unsigned *ok)
+{
+	struct efx_dep *d = calloc(FULL_MAX, sizeof(*d));
+	uint16_t st;
+
+	assert_non_null(d);
+	*ok = fill_store(f, d, &st);
+	assert_int_equal(st, KMS_ST_STORE_FULL);
+	assert_true(*ok >= 1);
+	return d;
+}
+
 static void store_full(void **state)
 {
 	struct efx *f = *state;
@@ -1341,13 +1374,7 @@ static void store_full(void **state)
 	uint16_t st = KMS_ST_OK;
 
 	assert_non_null(d);
-	while (ok < FULL_MAX) {
-		efx_user_pair(f, ok % EFX_NPAIRS, &a, &b);
-		st = efx_deposit(f, &d[ok], a, b, PT(P_AS));
-		if (st != KMS_ST_OK)
-			break;
-		ok++;
-	}
+	ok = fill_store(f, d, &st);
 	assert_int_equal(st, KMS_ST_STORE_FULL);
 	assert_true(ok >= 1);
 	assert_int_equal(efx_counts(f).deposits, ok);
@@ -1382,20 +1409,11 @@ static void store_full(void **state)
 static void deferred_flush_failure(void **state)
 {
 	struct efx *f = *state;
-	struct efx_dep *d = calloc(FULL_MAX, sizeof(*d));
-	const struct efx_party *a, *b;
+	unsigned ok, tries = 0;
+	struct efx_dep *d = full_store(f, &ok);
 	struct kms_stats st0, st;
 	struct efx_ret r;
-	unsigned ok = 0, tries = 0;
 
-	assert_non_null(d);
-	while (ok < FULL_MAX) {
-		efx_user_pair(f, ok % EFX_NPAIRS, &a, &b);
-		if (efx_deposit(f, &d[ok], a, b, PT(P_AS)) != KMS_ST_OK)
-			break;
-		ok++;
-	}
-	assert_true(ok >= 1 && ok < FULL_MAX);
 	deferred_start(f, 1024, 100);
 	/* RETRIEVEs are answered (reads only); their records do not fit. */
 	do {
@@ -1504,20 +1522,11 @@ static void deferred_thread_commits(void **state)
 static void deferred_thread_failure(void **state)
 {
 	struct efx *f = *state;
-	struct efx_dep *d = calloc(FULL_MAX, sizeof(*d));
-	const struct efx_party *a, *b;
+	unsigned ok, tries = 0;
+	struct efx_dep *d = full_store(f, &ok);
 	struct kms_stats st0, st;
 	struct efx_ret r;
-	unsigned ok = 0, tries = 0;
 
-	assert_non_null(d);
-	while (ok < FULL_MAX) {
-		efx_user_pair(f, ok % EFX_NPAIRS, &a, &b);
-		if (efx_deposit(f, &d[ok], a, b, PT(P_AS)) != KMS_ST_OK)
-			break;
-		ok++;
-	}
-	assert_true(ok >= 1 && ok < FULL_MAX);
 	deferred_start_thread(f, 1024, 100);
 	/* Hand over through the polling path until a commit fails. */
 	do {
