@@ -49,6 +49,7 @@ SECS=5
 RUNS=3
 WARMUP=1
 OUTSTANDING=256      # requests in flight (the UDP echo ceiling keeps 256)
+BATCH=256            # kmsd net.batch: requests a worker takes per batch
 USERS=1000           # main population
 NEW_USERS=500        # each new-pairs population: 249500 ordered pairs
 ID_LEN=24            # the IDs the AEAD ceiling uses
@@ -78,6 +79,8 @@ usage: perf/bench_kms.sh [options]
   --runs R            kms-loadgen runs per case (default $RUNS)
   --warmup S          kms-loadgen warm-up seconds (default $WARMUP)
   --outstanding N     closed loop: requests in flight (default $OUTSTANDING)
+  --batch N           kmsd net.batch, the most requests a worker serves
+                      at once (default $BATCH; 1-256)
   --cases LIST        subset of "$CASES"
   --workers LIST      kmsd worker counts (default "$WORKERS")
   --dpdk              also DPDK memif mode (needs kmsd and kms-loadgen built
@@ -108,6 +111,7 @@ while [ $# -gt 0 ]; do
 	--runs) RUNS=$2; shift 2 ;;
 	--warmup) WARMUP=$2; shift 2 ;;
 	--outstanding) OUTSTANDING=$2; shift 2 ;;
+	--batch) BATCH=$2; shift 2 ;;
 	--cases) CASES=$2; shift 2 ;;
 	--workers) WORKERS=$2; shift 2 ;;
 	--dpdk) DPDK=1; shift ;;
@@ -196,7 +200,7 @@ REV=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')
 echo "bench_kms: $(date -u +%Y-%m-%dT%H:%M:%SZ), $NCPU CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), revision $REV"
 echo "bench_kms: build $BUILD; work dir $W ($(findmnt -no FSTYPE -T "$W" 2>/dev/null || echo '?'))"
 echo "bench_kms: cases {$CASES} x workers {$WORKERS} x io {$IOS}, $RUNS runs of ${SECS} s" \
-	"(+${WARMUP} s warm-up), closed loop, $OUTSTANDING in flight"
+	"(+${WARMUP} s warm-up), closed loop, $OUTSTANDING in flight, kmsd batch $BATCH"
 
 # ---- token, store, configuration, populations ----
 mkdir -p "$W/tokens" "$W/runs"
@@ -224,7 +228,7 @@ purge_interval_s = 0
 listen = 127.0.0.1
 port = 0
 workers = 1
-batch = 256
+batch = $BATCH
 [dpdk]
 port_id = 0
 ipv4 = $KMS_IP
