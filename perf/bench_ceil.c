@@ -67,7 +67,8 @@
 #define ID_LEN 24               /* both party IDs of the token */
 #define READ_RENEW 32           /* reads per read-txn renewal */
 #define PREFILL_TXN 1000        /* records per pre-fill commit */
-#define UDP_INFLIGHT 256
+#define UDP_INFLIGHT 256        /* default of --udp-inflight */
+#define UDP_INFLIGHT_MAX 4096   /* what the 4 MiB socket buffers hold */
 #define UDP_BURST 32
 #define UDP_LEN 100
 
@@ -92,6 +93,7 @@ struct opts {
 	unsigned map_mb;
 	unsigned sections;
 	int engine_txn;
+	unsigned udp_inflight;
 };
 
 /* Rates of R runs of one measurement. */
@@ -1030,6 +1032,7 @@ out:
 
 struct udp_res {
 	struct stat3 rtt;
+	unsigned inflight;
 	unsigned long lost_windows;
 	int rcvbuf;
 };
@@ -1128,7 +1131,7 @@ static int op_udp(void *arg, unsigned long n)
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			/* Nothing for 200 ms: the window was lost; refill it. */
 			c->timeouts++;
-			if (stop_sig || udp_send(c, UDP_INFLIGHT))
+			if (stop_sig || udp_send(c, c->inflight))
 				return -1;
 			continue;
 		}
@@ -1167,7 +1170,8 @@ static int bench_udp(const struct opts *o, struct udp_res *r)
 	if (pthread_create(&c->t, NULL, echo_main, c))
 		goto out;
 	started = 1;
-	if (udp_send(c, UDP_INFLIGHT))
+	c->inflight = r->inflight = o->udp_inflight;
+	if (udp_send(c, c->inflight))
 		goto out;
 	measure(o, op_udp, c, &r->rtt);
 	r->lost_windows = c->timeouts;
@@ -1304,9 +1308,13 @@ static void print_text(const struct results *R)
 			row(t, &l->engine_commits[i], "commits/s", 0);
 		}
 	}
-	if (R->ok_udp)
-		row("kernel UDP echo, loopback, 256 x 100 B in flight, mmsg 32",
-		    &R->udp.rtt, "round trips/s", 0);
+	if (R->ok_udp) {
+		char t[96];
+
+		snprintf(t, sizeof(t), "kernel UDP echo, loopback, %u x %d B in "
+			 "flight, mmsg %d", R->udp.inflight, UDP_LEN, UDP_BURST);
+		row(t, &R->udp.rtt, "round trips/s", 0);
+	}
 	printf("\n");
 	if (R->ok_aead > 0 && R->aead.retrieve_ceiling > 0)
 		printf("retrieve_aead_ceiling_rps = 1 / (2 t_open + t_seal_keybox) = %s req/s"
@@ -1412,9 +1420,9 @@ static int write_json(const struct opts *o, const struct results *R)
 		fprintf(f, "},\n");
 	}
 	if (R->ok_udp) {
-		fprintf(f, " \"udp_echo\": {\"inflight\": %d, \"bytes\": %d, "
+		fprintf(f, " \"udp_echo\": {\"inflight\": %u, \"bytes\": %d, "
 			"\"mmsg_batch\": %d, \"rcvbuf\": %d, \"timeouts\": %lu,\n  ",
-			UDP_INFLIGHT, UDP_LEN, UDP_BURST, R->udp.rcvbuf,
+			R->udp.inflight, UDP_LEN, UDP_BURST, R->udp.rcvbuf,
 			R->udp.lost_windows);
 		json_stat(f, "round_trips_per_s", &R->udp.rtt, "},\n");
 	}
@@ -1451,7 +1459,9 @@ static void usage(FILE *f)
 		"  --map-mb MB      LMDB map size (default 1024)\n"
 		"  --engine-txn     also time txns writing what the engine writes per\n"
 		"                   new-pair DEPOSIT (deposit, pair, audit, nonce)\n"
-		"  --only LIST      comma-separated subset of aead,hsm,lmdb,udp\n");
+		"  --only LIST      comma-separated subset of aead,hsm,lmdb,udp\n"
+		"  --udp-inflight N datagrams the UDP echo keeps in flight (default\n"
+		"                   256, at most 4096): the load generator's window\n");
 }
 
 static unsigned parse_sections(const char *s)
@@ -1487,11 +1497,13 @@ int main(int argc, char **argv)
 		{ "map-mb", required_argument, NULL, 'm' },
 		{ "engine-txn", no_argument, NULL, 'e' },
 		{ "only", required_argument, NULL, 'o' },
+		{ "udp-inflight", required_argument, NULL, 'u' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .seconds = 2, .runs = 3, .records = 200000,
-			  .map_mb = 1024, .sections = SEC_ALL };
+			  .map_mb = 1024, .sections = SEC_ALL,
+			  .udp_inflight = UDP_INFLIGHT };
 	struct results *R = calloc(1, sizeof(*R));
 	struct hsm_env h;
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -1539,6 +1551,12 @@ int main(int argc, char **argv)
 		case 'o':
 			o.sections = parse_sections(optarg);
 			if (!o.sections)
+				goto bad;
+			break;
+		case 'u':
+			o.udp_inflight = (unsigned)strtoul(optarg, &end, 10);
+			if (*end || !o.udp_inflight ||
+			    o.udp_inflight > UDP_INFLIGHT_MAX)
 				goto bad;
 			break;
 		case 'h':

@@ -48,7 +48,7 @@ ROOT=$(dirname "$(dirname "$SELF")")
 SECS=5
 RUNS=3
 WARMUP=1
-OUTSTANDING=256      # requests in flight (the UDP echo ceiling keeps 256)
+OUTSTANDING=256      # requests in flight (the UDP echo ceiling keeps as many)
 BATCH=256            # kmsd net.batch: requests a worker takes per batch
 USERS=1000           # main population
 NEW_USERS=500        # each new-pairs population: 249500 ordered pairs
@@ -270,10 +270,12 @@ echo "bench_kms: populations enrolled: main $USERS users + $NNEW x $NEW_USERS" \
 NEW_NEXT=0
 
 # ---- ceilings ----
-echo "bench_kms: kms-bench-ceil --seconds $CEIL_SECS --runs $CEIL_RUNS --records $CEIL_RECORDS $CEIL_ARGS"
+# The UDP echo keeps as many datagrams in flight as kms-loadgen keeps
+# requests: the socket floor compares two loops with the same window.
+echo "bench_kms: kms-bench-ceil --seconds $CEIL_SECS --runs $CEIL_RUNS --records $CEIL_RECORDS --udp-inflight $OUTSTANDING $CEIL_ARGS"
 # shellcheck disable=SC2086  # CEIL_ARGS is a list of arguments
 "$CEIL" --config "$W/kms.conf" --dir "$W" --seconds "$CEIL_SECS" --runs "$CEIL_RUNS" \
-	--records "$CEIL_RECORDS" --json "$W/ceilings.json" $CEIL_ARGS \
+	--records "$CEIL_RECORDS" --udp-inflight "$OUTSTANDING" --json "$W/ceilings.json" $CEIL_ARGS \
 	</dev/null >"$W/ceil.log" 2>&1 &
 PIDS+=("$!")
 wait_exit "$!" 3600
