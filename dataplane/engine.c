@@ -972,6 +972,7 @@ static int commit_records(struct kms_worker *w, const struct deferred *d,
 			  unsigned n, uint64_t now)
 {
 	struct kms_ks_txn *txn = NULL;
+	uint64_t t0 = mono_us();
 	int rc;
 
 	rc = kms_ks_txn_begin(w->e->ks, 0, &txn);
@@ -986,6 +987,7 @@ static int commit_records(struct kms_worker *w, const struct deferred *d,
 		rc = kms_ks_txn_commit(txn);
 	else if (txn)
 		kms_ks_txn_abort(txn);
+	STAT_ADD_MT(w, deferred_flush_us, mono_us() - t0);
 	STAT_ADD_MT(w, deferred_flushes, 1);
 	if (rc == KMS_OK) {
 		STAT_ADD_MT(w, deferred_records, n);

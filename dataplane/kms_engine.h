@@ -122,6 +122,11 @@ struct kms_stats {
 	uint64_t party_hits, party_reads;
 	uint64_t deferred_records;   /**< RETRIEVE records committed late */
 	uint64_t deferred_flushes, deferred_failures;
+	/** Time spent in those flushes (begin to durable commit, failed ones
+	 *  too), in us: the worker's own time with store.deferred_commit =
+	 *  worker, its commit thread's with thread. Per record, the cost of
+	 *  deferring the records, next to batch_us_sum per request. */
+	uint64_t deferred_flush_us;
 	/** Log2 histograms: bucket i counts values in [2^i, 2^(i+1)) (0 in
 	 *  bucket 0, the last bucket open-ended). Requests per durable
 	 *  commit, and a batch's service time in us (admission, commit,

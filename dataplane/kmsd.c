@@ -114,6 +114,13 @@ static void print_engine_stats(const struct kms_stats *st)
 	       (unsigned long long)st->deferred_records,
 	       (unsigned long long)st->deferred_flushes,
 	       (unsigned long long)st->deferred_failures);
+	/* Where the workers' time went: in batches (admission, commit,
+	 * replies) and in committing deferred records outside them. */
+	printf("kmsd: stats: engine_batches=%llu engine_requests=%llu "
+	       "batch_us_sum=%llu deferred_flush_us=%llu\n",
+	       (unsigned long long)st->batches, (unsigned long long)st->requests,
+	       (unsigned long long)st->batch_us_sum,
+	       (unsigned long long)st->deferred_flush_us);
 	for (unsigned k = 0; k < KMS_RK__COUNT; k++)
 		for (unsigned s = 0; s < KMS_ST__COUNT; s++)
 			if (st->by_status[k][s])

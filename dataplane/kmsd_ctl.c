@@ -34,7 +34,7 @@ static const struct {
 	F(cache_misses), F(cache_evictions), F(keys_pooled), F(hsm_calls),
 	F(replay_busy), F(party_hits), F(party_reads), F(deferred_records),
 	F(deferred_flushes),
-	F(deferred_failures),
+	F(deferred_failures), F(deferred_flush_us),
 };
 #undef F
 

@@ -557,12 +557,14 @@ for c in cases:
             bad_total[k] += j.get("verify", {}).get(k, 0)
     wrapped = sum(j.get("generator", {}).get("new_pairs_wrapped", 0) for j in reps)
     st = c["kmsd_stats"]
-    # Mean batch: the engine's requests/batches (socket mode prints both);
-    # kmsd --io dpdk prints no batch count (and its requests= is the I/O
-    # layer's, forwarded ones included): there, answered requests (keys_new
-    # + keys_reused + retrievals) per durable commit.
+    # Mean batch: the engine's requests/batches (engine_* on kmsd's exit
+    # line since 2026-12-03; before, socket mode's batches=/requests=, and
+    # in DPDK mode, which printed no batch count, answered requests
+    # (keys_new + keys_reused + retrievals) per durable commit).
     answered = st.get("keys_new", 0) + st.get("keys_reused", 0) + st.get("retrievals", 0)
-    if st.get("batches"):
+    if st.get("engine_batches"):
+        mb, mb_src = st.get("engine_requests", 0) / st["engine_batches"], "requests/batches"
+    elif st.get("batches"):
         mb, mb_src = st.get("requests", 0) / st["batches"], "requests/batches"
     elif st.get("commits"):
         mb, mb_src = answered / st["commits"], "answered/commits"
@@ -577,6 +579,19 @@ for c in cases:
          "mean_batch": mb, "mean_batch_from": mb_src,
          "answered_per_commit": answered / st["commits"] if st.get("commits") else None,
          "loadgen_rc": [r["rc"] for r in c["runs"]]}
+    # Where the workers' time went (kmsd's counters over the case's whole
+    # kmsd, warm-ups and seeding included): us a request inside the
+    # engine's batches (admission, crypto, lookups, the batch's commit,
+    # replies; not the I/O around them) and us a record committing
+    # deferred RETRIEVE records outside the batches.
+    if st.get("engine_requests") and "batch_us_sum" in st:
+        s["worker_us"] = {
+            "batch_us_per_request": st["batch_us_sum"] / st["engine_requests"],
+            "flush_us_per_record": (st.get("deferred_flush_us", 0) / st["deferred_records"])
+            if st.get("deferred_records") else None,
+            "deferred_records_per_request": st.get("deferred_records", 0) / st["engine_requests"],
+            "wall_us_per_request_per_worker": (1e6 * c["workers"] / s["rps"]["median"])
+            if s["rps"]["median"] else None}
     comps = []
     nw = c["workers"]
     s["misses_per_request"] = (st.get("cache_misses", 0) / answered) if answered else None
@@ -700,6 +715,21 @@ for tag, s, comps, c in rows:
                               if "hsm" in c["case"] and ceil.get("hsm", {}).get("key_load_ops", {}).get("median")
                               else "kms_hsm_unwrap %.0f us" % (1e6 / ceil["hsm"]["unwrap_ops"]["median"])
                               if ceil.get("hsm", {}).get("unwrap_ops", {}).get("median") else "-"))
+wt = [(tag, s["worker_us"]) for tag, s, _, _ in rows if s.get("worker_us")]
+if wt:
+    print()
+    print("Where the workers' time went (kmsd's counters; us a request, per worker):")
+    print("| case | in batches | deferred flushes | of which | wall time a request at the median rate |")
+    print("| --- | --- | --- | --- | --- |")
+    for tag, w in wt:
+        fl = w["flush_us_per_record"]
+        fr = w["deferred_records_per_request"]
+        print("| %s | %.2f | %s | %s | %s |" % (
+            tag, w["batch_us_per_request"],
+            "%.2f" % (fl * fr) if fl is not None else "-",
+            "%.2f us a record x %.2f records a request" % (fl, fr) if fl is not None else "-",
+            "%.2f" % w["wall_us_per_request_per_worker"] if w["wall_us_per_request_per_worker"] else "-"))
+    print("(the rest of the wall time: I/O, polling, and on a shared CPU whatever else ran)")
 print()
 mism = sum(bad_total.values())
 floors.append({"floor": "0 mismatches (kms-loadgen verify: mismatch + bad_tag + bad_reply)",

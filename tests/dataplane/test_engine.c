@@ -1261,6 +1261,7 @@ static void deferred_idle_poll_waits_for_quiet(void **state)
 	kms_worker_idle_poll(f->w[0], 0);
 	efx_stats(f, &st);
 	assert_int_equal(st.deferred_flushes, st0.deferred_flushes);
+	assert_int_equal(st.deferred_flush_us, st0.deferred_flush_us);
 	assert_int_equal(kms_worker_deferred(f->w[0]), 1);
 	assert_int_equal(efx_counts(f).audit, 1);           /* still waiting */
 	f->now += KMS_IDLE_QUIET_MS;
@@ -1277,6 +1278,9 @@ static void deferred_idle_poll_waits_for_quiet(void **state)
 	efx_stats(f, &st);
 	assert_int_equal(st.deferred_records, 2);
 	assert_int_equal(st.deferred_flushes, st0.deferred_flushes + 2);
+	/* Two durable write transactions took their time, and it is counted
+	 * (real clock, microseconds: each takes far more than one). */
+	assert_true(st.deferred_flush_us >= st0.deferred_flush_us + 2);
 }
 
 /* At most deferred_max wait: a full buffer is committed before the next

@@ -152,6 +152,10 @@ elif stop_kmsd; then
     [ -n "$n" ] && [ "$n" -gt 0 ] && [ "$f" = 0 ] \
       && pass "kmsd: deferred RETRIEVE records committed by the $KMS_E2E_DEFERRED: $n, failures 0" \
       || fail "kmsd: deferred_records=${n:-none} deferred_failures=${f:-none}"
+    t=$(stat_value deferred_flush_us)
+    [ -n "$t" ] && [ "$t" -gt 0 ] \
+      && pass "kmsd: time in deferred flushes counted: ${t} us" \
+      || fail "kmsd: deferred_flush_us=${t:-none}"
   fi
 else
   fail "kmsd exit status on SIGTERM"
