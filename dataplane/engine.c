@@ -122,10 +122,7 @@ struct party_slot {
 
 struct deferred {
 	struct kms_audit a;
-	uint64_t nonce_expiry;
-	uint8_t role;
-	uint8_t nonce[KMS_NONCE_LEN];
-	uint8_t pair_prefix[KMS_PAIR_HASH_LEN];
+	struct kms_ks_nonce n;
 };
 
 /* Counters are written by their worker only and read by others: a relaxed
@@ -562,6 +559,17 @@ static uint64_t replay_expiry(const struct kms_worker *w,
 	return tok->ts_ms + w->e->cfg.max_skew_ms + 1;
 }
 
+/* The durable form of @p p's single-use nonce: its expiry, role, nonce
+ * and the first 8 bytes of its pair hash (who reloads it). */
+static void nonce_of(const struct kms_worker *w, const struct pending *p,
+		     struct kms_ks_nonce *out)
+{
+	out->expire_ms = replay_expiry(w, &p->req.tok_x);
+	out->role = p->req.tok_x.role;
+	memcpy(out->nonce, p->req.tok_x.nonce, KMS_NONCE_LEN);
+	memcpy(out->pair_prefix, p->pair_hash, sizeof(out->pair_prefix));
+}
+
 static uint16_t replay_check(struct kms_worker *w, const struct kms_token *tok,
 			     uint32_t h, uint64_t now)
 {
@@ -936,19 +944,22 @@ static void fill_audit(const struct pending *p, uint64_t now,
 	a->id_b_len = p->dep.id_b_len;
 }
 
-/* Write the deferred RETRIEVE records into @p txn. */
+/* Write the deferred RETRIEVE records into @p txn: an audit record each,
+ * their nonces packed (kms_ks_nonce_put_many). */
 static int put_records(struct kms_ks_txn *txn, const struct deferred *dfr,
 		       unsigned n)
 {
+	struct kms_ks_nonce nv[KMS_KS_NONCE_PACK];
 	int rc = KMS_OK;
 
-	for (unsigned i = 0; rc == KMS_OK && i < n; i++) {
-		const struct deferred *d = &dfr[i];
+	for (unsigned i = 0; rc == KMS_OK && i < n; i++)
+		rc = kms_ks_audit_append(txn, &dfr[i].a);
+	for (unsigned i = 0; rc == KMS_OK && i < n; i += KMS_KS_NONCE_PACK) {
+		unsigned m = n - i < KMS_KS_NONCE_PACK ? n - i : KMS_KS_NONCE_PACK;
 
-		rc = kms_ks_audit_append(txn, &d->a);
-		if (rc == KMS_OK)
-			rc = kms_ks_nonce_put(txn, d->nonce_expiry, d->role,
-					      d->nonce, d->pair_prefix);
+		for (unsigned j = 0; j < m; j++)
+			nv[j] = dfr[i + j].n;
+		rc = kms_ks_nonce_put_many(txn, nv, m);
 	}
 	return rc;
 }
@@ -1157,10 +1168,7 @@ static void defer(struct kms_worker *w, struct pending *p, uint64_t now)
 		return;
 	d = &w->dfr[w->ndfr];
 	fill_audit(p, now, &d->a);
-	d->nonce_expiry = replay_expiry(w, &p->req.tok_x);
-	d->role = p->req.tok_x.role;
-	memcpy(d->nonce, p->req.tok_x.nonce, KMS_NONCE_LEN);
-	memcpy(d->pair_prefix, p->pair_hash, sizeof(d->pair_prefix));
+	nonce_of(w, p, &d->n);
 	if (!w->ndfr++)
 		w->dfr_oldest_ms = now;
 	p->deferred = 1;
@@ -1170,8 +1178,9 @@ static void defer(struct kms_worker *w, struct pending *p, uint64_t now)
  * deferred records that wait. */
 static void record(struct kms_worker *w, unsigned n, uint64_t now)
 {
+	struct kms_ks_nonce nv[BATCH_MAX];
 	struct kms_ks_txn *txn = NULL;
-	unsigned todo = 0;
+	unsigned todo = 0, nn = 0;
 	uint16_t fail;
 	int rc;
 
@@ -1213,11 +1222,11 @@ static void record(struct kms_worker *w, unsigned n, uint64_t now)
 		if (rc)
 			break; /* no key leaves without its audit record */
 		/* The single-use nonce, so a replay stays refused after a
-		 * restart (reloaded by reload_nonces). */
-		rc = kms_ks_nonce_put(txn, replay_expiry(w, &p->req.tok_x),
-				      p->req.tok_x.role, p->req.tok_x.nonce,
-				      p->pair_hash);
+		 * restart (reloaded by reload_nonces); packed below. */
+		nonce_of(w, p, &nv[nn++]);
 	}
+	if (rc == KMS_OK)
+		rc = kms_ks_nonce_put_many(txn, nv, nn);
 	/* The deferred records ride along (this batch's own too). */
 	if (rc == KMS_OK && w->ndfr)
 		rc = put_deferred(w, txn);

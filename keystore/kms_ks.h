@@ -10,7 +10,10 @@
  *   "deposits" key id (16 B, time-ordered)-> struct kms_deposit
  *   "audit"    seq u64 BE (1, 2, ...)     -> struct kms_audit + prev hash
  *   "nonces"   expire_ms u64 BE | role u8 | nonce[12] | pair prefix[8]
- *              -> pair hash prefix (8 B)
+ *              -> pair hash prefix (8 B); or, packed (kms_ks_nonce_put_many),
+ *              latest expiry u64 BE | txn id u64 BE | count u32 BE
+ *              -> up to KMS_KS_NONCE_PACK entries laid out like the key
+ *              above
  * Records are encoded in a fixed, versioned byte layout (keystore/records.c),
  * never as raw structs. Key material appears only as HSM-wrapped blobs.
  *
@@ -261,8 +264,30 @@ int kms_ks_txn_renew(struct kms_ks_txn *txn);
 int kms_ks_nonce_put(struct kms_ks_txn *txn, uint64_t expire_ms, uint8_t role,
 		     const uint8_t nonce[KMS_NONCE_LEN],
 		     const uint8_t pair_prefix[8]);
-/** Calls @p fn for every nonce expiring at or after @p from_ms, in expiry
- *  order, until it returns non-zero (then returns that value). */
+/** One nonce for kms_ks_nonce_put_many(). */
+struct kms_ks_nonce {
+	uint64_t expire_ms;
+	uint8_t role;
+	uint8_t nonce[KMS_NONCE_LEN];
+	uint8_t pair_prefix[8];
+};
+/** Most nonces in one packed record. */
+#define KMS_KS_NONCE_PACK 44
+/**
+ * @p n nonces in ceil(n / KMS_KS_NONCE_PACK) packed records, each keyed by
+ * the latest expiry among its entries: one B-tree insert (and one purge
+ * delete) for up to 44 nonces, where kms_ks_nonce_put() costs one each.
+ * A packed record lives until its last entry expires; kms_ks_nonce_foreach
+ * gives each entry with its own expiry. The engine writes its nonces so.
+ * @return KMS_OK, KMS_ERR_INVAL (@p v NULL with n > 0; read-only txn), or
+ *         a sticky error.
+ */
+int kms_ks_nonce_put_many(struct kms_ks_txn *txn, const struct kms_ks_nonce *v,
+			  unsigned n);
+/** Calls @p fn for every nonce expiring at or after @p from_ms, in key
+ *  order (a packed record's entries in the order they were put, those
+ *  expired before @p from_ms skipped), until it returns non-zero (then
+ *  returns that value). */
 int kms_ks_nonce_foreach(struct kms_ks_txn *txn, uint64_t from_ms,
 			 int (*fn)(uint64_t expire_ms, uint8_t role,
 				   const uint8_t *nonce,
@@ -280,8 +305,9 @@ int kms_ks_deposit_purge(struct kms_ks_txn *txn, uint64_t now_ms,
 			 const uint8_t *from, unsigned max_scan,
 			 uint8_t next[KMS_KEY_ID_LEN], int *more);
 
-/** Delete at most @p max nonces that expired before @p now_ms.
- *  @return how many (>= 0), or a negative (sticky) error. */
+/** Delete at most @p max records (single or packed) whose nonces all
+ *  expired before @p now_ms, oldest first.
+ *  @return how many nonces they held (>= 0), or a negative (sticky) error. */
 int kms_ks_nonce_purge(struct kms_ks_txn *txn, uint64_t now_ms, unsigned max);
 
 /** Entry counts per database (for stats and tests). */
@@ -322,6 +348,7 @@ void kms_ks_on_panic(void (*fn)(void));
 /** 1 once MDB_PANIC was met in this process. */
 int kms_ks_panicked(void);
 
+/** Records per database (a packed nonce record counts once). */
 struct kms_ks_counts {
 	size_t parties, pairs, deposits, audit, nonces;
 };

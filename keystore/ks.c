@@ -23,7 +23,13 @@
 
 #define KS_MAXDBS 8
 #define KS_DEFAULT_MAP ((size_t)1 << 30)
-#define KS_FORMAT "2"   /* 2: audit records keyed by seq, hash-chained */
+/* 2: audit records keyed by seq, hash-chained; 3: nonces may be packed
+ * (kms_ks_nonce_put_many), which a format-2 reader would call corrupt. A
+ * format-2 store is upgraded in place when opened (nothing to convert:
+ * its single nonce records stay readable); a binary that knows only 2
+ * then refuses it by its format, not by a "corrupt" nonce record. */
+#define KS_FORMAT "3"
+#define KS_FORMAT_OLD "2"
 
 struct kms_ks {
 	MDB_env *env;
@@ -42,6 +48,7 @@ struct kms_ks_txn {
 	uint64_t aud_seq;
 	uint8_t aud_hash[KMS_AUDIT_HASH_LEN];
 	EVP_MD_CTX *md; /* chain hashes of this txn, made at the first */
+	uint32_t nonce_packs; /* packed nonce records put by this txn */
 };
 
 static const char audit_head_key[] = "audit_head";
@@ -232,6 +239,17 @@ static int check_format(struct kms_ks *ks, MDB_txn *txn, int create)
 	int rc, n;
 
 	rc = mdb_get(txn, ks->meta, &k, &v);
+	if (rc == MDB_SUCCESS && v.mv_size == strlen(KS_FORMAT_OLD) &&
+	    !memcmp(v.mv_data, KS_FORMAT_OLD, v.mv_size)) {
+		v.mv_size = strlen(KS_FORMAT);
+		v.mv_data = (void *)KS_FORMAT;
+		rc = mdb_put(txn, ks->meta, &k, &v, 0);
+		if (rc)
+			return from_mdb(rc, "upgrade format");
+		KMS_INFO("keystore: store format " KS_FORMAT_OLD " upgraded to "
+			 KS_FORMAT " (packed nonce records)");
+		return KMS_OK;
+	}
 	if (rc == MDB_SUCCESS) {
 		if (v.mv_size != strlen(KS_FORMAT) ||
 		    memcmp(v.mv_data, KS_FORMAT, v.mv_size) != 0) {
@@ -1032,6 +1050,13 @@ int kms_ks_txn_renew(struct kms_ks_txn *t)
  * entries, each reloaded by the worker that owns its pair. */
 #define NONCE_KEY_LEN (8 + 1 + KMS_NONCE_LEN + 8)
 #define NONCE_VAL_LEN 8
+/* A packed record (kms_ks_nonce_put_many): key = the latest expiry of its
+ * entries u64 BE | LMDB txn id u64 BE | the txn's pack count u32 BE; value
+ * = 1..KMS_KS_NONCE_PACK entries laid out like a single record's key. A
+ * key length of its own tells the two apart. 44 entries (1,276 B) keep
+ * three records to a 4 KiB leaf page. */
+#define NONCE_ENT_LEN NONCE_KEY_LEN
+#define NONCE_PACK_KEY_LEN (8 + 8 + 4)
 
 int kms_ks_nonce_put(struct kms_ks_txn *t, uint64_t expire_ms, uint8_t role,
 		     const uint8_t nonce[KMS_NONCE_LEN],
@@ -1051,6 +1076,89 @@ int kms_ks_nonce_put(struct kms_ks_txn *t, uint64_t expire_ms, uint8_t role,
 	memcpy(key + 9 + KMS_NONCE_LEN, pair_prefix, 8);
 	return txn_put(t, t->ks->nonces, key, sizeof(key), pair_prefix,
 		       NONCE_VAL_LEN, 0, "nonces");
+}
+
+/* The entries of one packed record; @return 0, fn's non-zero value, or
+ * KMS_ERR_CORRUPT (a length that is no whole number of entries, or an
+ * entry expiring after the latest expiry its key gives). */
+static int pack_foreach(struct kms_ks_txn *t, const MDB_val *k,
+			const MDB_val *v, uint64_t from_ms,
+			int (*fn)(uint64_t expire_ms, uint8_t role,
+				  const uint8_t *nonce,
+				  const uint8_t *pair_prefix, void *arg),
+			void *arg)
+{
+	uint64_t emax = get_be64(k->mv_data);
+	size_t n = v->mv_size / NONCE_ENT_LEN;
+
+	if (!n || n > KMS_KS_NONCE_PACK || v->mv_size % NONCE_ENT_LEN)
+		return txn_corrupt(t, "nonces");
+	for (size_t j = 0; j < n; j++) {
+		const uint8_t *e = (const uint8_t *)v->mv_data + j * NONCE_ENT_LEN;
+		uint64_t exp = get_be64(e);
+		int ret;
+
+		if (exp > emax)
+			return txn_corrupt(t, "nonces");
+		if (exp < from_ms)
+			continue;
+		ret = fn(exp, e[8], e + 9, e + 9 + KMS_NONCE_LEN, arg);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int kms_ks_nonce_put_many(struct kms_ks_txn *t, const struct kms_ks_nonce *v,
+			  unsigned n)
+{
+	int ret = txn_check(t, 1);
+
+	if (ret)
+		return ret;
+	if (!v && n)
+		return KMS_ERR_INVAL;
+	for (unsigned i = 0; i < n; i += KMS_KS_NONCE_PACK) {
+		unsigned m = n - i < KMS_KS_NONCE_PACK ? n - i : KMS_KS_NONCE_PACK;
+		uint8_t key[NONCE_PACK_KEY_LEN];
+		uint8_t val[KMS_KS_NONCE_PACK * NONCE_ENT_LEN];
+		MDB_val k = { .mv_size = sizeof(key), .mv_data = key };
+		MDB_val d = { .mv_size = (size_t)m * NONCE_ENT_LEN,
+			      .mv_data = val };
+		uint64_t emax = 0;
+		int rc = MDB_KEYEXIST;
+
+		for (unsigned j = 0; j < m; j++) {
+			const struct kms_ks_nonce *e = &v[i + j];
+			uint8_t *w = val + (size_t)j * NONCE_ENT_LEN;
+
+			put_be64(w, e->expire_ms);
+			w[8] = e->role;
+			memcpy(w + 9, e->nonce, KMS_NONCE_LEN);
+			memcpy(w + 9 + KMS_NONCE_LEN, e->pair_prefix, 8);
+			if (e->expire_ms > emax)
+				emax = e->expire_ms;
+		}
+		put_be64(key, emax);
+		put_be64(key + 8, (uint64_t)mdb_txn_id(t->txn));
+		/* Keys are unique (the txn id), so a collision can only be a
+		 * store copied back over a newer one: take the next count. An
+		 * append where the key is the largest (pages stay full), a
+		 * plain put otherwise. */
+		for (unsigned tries = 0; rc == MDB_KEYEXIST && tries < 8; tries++) {
+			put_be32(key + 16, t->nonce_packs++);
+			rc = mdb_put(t->txn, t->ks->nonces, &k, &d, MDB_APPEND);
+			if (rc == MDB_KEYEXIST)
+				rc = mdb_put(t->txn, t->ks->nonces, &k, &d,
+					     MDB_NOOVERWRITE);
+		}
+		explicit_bzero(val, d.mv_size);
+		if (rc == MDB_KEYEXIST)
+			return txn_corrupt(t, "nonces");
+		if (rc)
+			return txn_fail_mdb(t, rc, "nonces");
+	}
+	return KMS_OK;
 }
 
 int kms_ks_nonce_foreach(struct kms_ks_txn *t, uint64_t from_ms,
@@ -1082,6 +1190,12 @@ int kms_ks_nonce_foreach(struct kms_ks_txn *t, uint64_t from_ms,
 		if (rc) {
 			ret = txn_fail_mdb(t, rc, "nonces");
 			break;
+		}
+		if (k.mv_size == NONCE_PACK_KEY_LEN) {
+			ret = pack_foreach(t, &k, &v, from_ms, fn, arg);
+			if (ret)
+				break;
+			continue;
 		}
 		if (k.mv_size != NONCE_KEY_LEN || v.mv_size != NONCE_VAL_LEN ||
 		    memcmp((uint8_t *)k.mv_data + 9 + KMS_NONCE_LEN, v.mv_data,
@@ -1164,16 +1278,19 @@ int kms_ks_nonce_purge(struct kms_ks_txn *t, uint64_t now_ms, unsigned max)
 {
 	MDB_cursor *cur = NULL;
 	MDB_val k, v;
-	unsigned n = 0;
-	int rc, ret = txn_check(t, 1);
+	unsigned recs = 0;
+	int rc, n = 0, ret = txn_check(t, 1);
 
 	if (ret)
 		return ret;
 	rc = mdb_cursor_open(t->txn, t->ks->nonces, &cur);
 	if (rc)
 		return txn_fail_mdb(t, rc, "nonces cursor");
-	/* The oldest entries come first: delete from the front. */
-	while (n < max) {
+	/* The oldest entries come first: delete from the front. A packed
+	 * record goes when its latest entry has expired. */
+	while (recs < max) {
+		unsigned ents = 1;
+
 		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
 		if (rc == MDB_NOTFOUND)
 			break;
@@ -1181,7 +1298,11 @@ int kms_ks_nonce_purge(struct kms_ks_txn *t, uint64_t now_ms, unsigned max)
 			ret = txn_fail_mdb(t, rc, "nonces");
 			break;
 		}
-		if (k.mv_size != NONCE_KEY_LEN) {
+		if (k.mv_size == NONCE_PACK_KEY_LEN &&
+		    v.mv_size && !(v.mv_size % NONCE_ENT_LEN) &&
+		    v.mv_size / NONCE_ENT_LEN <= KMS_KS_NONCE_PACK) {
+			ents = (unsigned)(v.mv_size / NONCE_ENT_LEN);
+		} else if (k.mv_size != NONCE_KEY_LEN) {
 			ret = txn_corrupt(t, "nonces");
 			break;
 		}
@@ -1192,10 +1313,11 @@ int kms_ks_nonce_purge(struct kms_ks_txn *t, uint64_t now_ms, unsigned max)
 			ret = txn_fail_mdb(t, rc, "nonces purge");
 			break;
 		}
-		n++;
+		recs++;
+		n += (int)ents;
 	}
 	mdb_cursor_close(cur);
-	return ret ? ret : (int)n;
+	return ret ? ret : n;
 }
 
 /* ---- KEK rotation: every wrapped blob, in bounded steps ---- */

@@ -749,6 +749,7 @@ struct lmdb_ctx {
 	struct kms_deposit dep;
 	int engine;
 	unsigned long exists;
+	struct kms_ks_nonce nonces[128];        /* --engine-txn: one batch's */
 };
 
 struct read_thread {
@@ -799,11 +800,11 @@ static void dep_init(struct kms_deposit *d)
 
 /* What record() writes for one DEPOSIT on a new pair, beyond the deposit. */
 static int engine_extra(struct kms_ks_txn *txn, const struct kms_deposit *d,
-			const uint8_t key_id[KMS_KEY_ID_LEN], uint64_t now)
+			const uint8_t key_id[KMS_KEY_ID_LEN], uint64_t now,
+			struct kms_ks_nonce *nonce)
 {
 	struct kms_pair p = { .k_gen = 1, .uses = 1, .created_ms = now };
 	struct kms_audit a;
-	uint8_t nonce[KMS_NONCE_LEN];
 	int rc;
 
 	memcpy(p.blob, d->blob, sizeof(p.blob));
@@ -824,9 +825,12 @@ static int engine_extra(struct kms_ks_txn *txn, const struct kms_deposit *d,
 	rc = kms_ks_audit_append(txn, &a);
 	if (rc)
 		return rc;
-	fill_rand(nonce, sizeof(nonce));
-	return kms_ks_nonce_put(txn, now + 60000, KMS_ROLE_AS, nonce,
-				d->pair_hash);
+	/* The nonce: put with the others, packed, as the engine does. */
+	nonce->expire_ms = now + 60000;
+	nonce->role = KMS_ROLE_AS;
+	fill_rand(nonce->nonce, sizeof(nonce->nonce));
+	memcpy(nonce->pair_prefix, d->pair_hash, sizeof(nonce->pair_prefix));
+	return KMS_OK;
 }
 
 /* One write txn of c->batch new deposits, committed durably; n times. */
@@ -835,9 +839,12 @@ static int op_commit(void *arg, unsigned long n)
 	struct lmdb_ctx *c = arg;
 	uint8_t key_id[KMS_KEY_ID_LEN];
 
+	if (c->batch > sizeof(c->nonces) / sizeof(c->nonces[0]))
+		return -1;
 	for (unsigned long i = 0; i < n; i++) {
 		struct kms_ks_txn *txn;
 		uint64_t now = wall_ms();
+		unsigned nn = 0;
 		int rc = kms_ks_txn_begin(c->ks, 0, &txn);
 
 		if (rc)
@@ -853,8 +860,11 @@ static int op_commit(void *arg, unsigned long n)
 				continue;
 			}
 			if (rc == KMS_OK && c->engine)
-				rc = engine_extra(txn, &c->dep, key_id, now);
+				rc = engine_extra(txn, &c->dep, key_id, now,
+						  &c->nonces[nn++]);
 		}
+		if (rc == KMS_OK && nn)
+			rc = kms_ks_nonce_put_many(txn, c->nonces, nn);
 		if (rc == KMS_OK && c->engine) {
 			int purged = kms_ks_nonce_purge(txn, now, 2 * c->batch);
 

@@ -664,6 +664,8 @@ struct kms_ks_counts efx_counts(struct efx *f)
 	struct kms_ks_counts c;
 
 	assert_int_equal(kms_ks_counts(f->ks, &c), KMS_OK);
+	/* Nonces, not records: the engine packs them (kms_ks_nonce_put_many). */
+	c.nonces = efx_nonces_before(f, UINT64_MAX);
 	return c;
 }
 

@@ -302,7 +302,7 @@ static void test_create_reopen(void **state)
 	assert_int_equal(st.st_mode & 0777, 0700);
 	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
 	assert_int_equal(kms_ks_meta_get(t, "format", buf, sizeof(buf)), KMS_OK);
-	assert_string_equal(buf, "2");
+	assert_string_equal(buf, "3");
 	assert_int_equal(kms_ks_meta_get(t, "created_ms", created,
 					 sizeof(created)), KMS_OK);
 	ms = strtoull(created, NULL, 10);
@@ -331,6 +331,19 @@ static void test_create_reopen(void **state)
 	kms_ks_txn_abort(NULL);
 }
 
+static int count_roles(uint64_t expire_ms, uint8_t role, const uint8_t *nonce,
+		       const uint8_t *pair_prefix, void *arg)
+{
+	unsigned *c = arg;
+
+	(void)expire_ms;
+	(void)nonce;
+	(void)pair_prefix;
+	if (role == 3 || role == 4)
+		c[role - 3]++;
+	return 0;
+}
+
 static void test_format_check(void **state)
 {
 	struct fx *f = *state;
@@ -349,8 +362,39 @@ static void test_format_check(void **state)
 	raw_put(f, "meta", "format", 6, "1", 1);
 	assert_int_equal(kms_ks_open(&cfg, &ks), KMS_ERR_CORRUPT);
 	/* Nothing was changed by the refused opens. */
+	raw_put(f, "meta", "format", 6, "3", 1);
+	ks = open_ks(f, 0, 0);
+	kms_ks_close(ks);
+}
+
+/* A format-2 store (single nonce records only) opens, is upgraded to 3
+ * durably, and keeps its nonces readable beside packed ones. */
+static void test_format_upgrade(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	struct kms_ks_nonce v = { .expire_ms = 500, .role = 3 };
+	uint8_t nonce[KMS_NONCE_LEN] = { 1 }, prefix[8] = { 2 };
+	unsigned c[2] = { 0, 0 };
+	char buf[8];
+
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_put(t, 400, 4, nonce, prefix), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	kms_ks_close(ks);
 	raw_put(f, "meta", "format", 6, "2", 1);
 	ks = open_ks(f, 0, 0);
+	kms_ks_close(ks);
+	ks = open_ks(f, 0, 0);	/* from disk */
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_meta_get(t, "format", buf, sizeof(buf)), KMS_OK);
+	assert_string_equal(buf, "3");
+	assert_int_equal(kms_ks_nonce_put_many(t, &v, 1), KMS_OK);
+	assert_int_equal(kms_ks_nonce_foreach(t, 0, count_roles, c), KMS_OK);
+	assert_int_equal(c[0], 1);	/* role 3, packed */
+	assert_int_equal(c[1], 1);	/* role 4, the format-2 record */
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
 	kms_ks_close(ks);
 }
 
@@ -1679,7 +1723,7 @@ static void test_txn_reset_renew(void **state)
 
 /* ---- single-use nonces ---- */
 
-#define NONCES_MAX 16
+#define NONCES_MAX 128
 
 struct nonce_rec {
 	uint64_t exp;
@@ -1880,6 +1924,107 @@ static void test_nonce_purge(void **state)
 	kms_ks_close(ks);
 }
 
+static void assert_nonce_is(const struct nonce_rec *x,
+			    const struct kms_ks_nonce *y)
+{
+	assert_int_equal(x->exp, y->expire_ms);
+	assert_int_equal(x->role, y->role);
+	assert_memory_equal(x->nonce, y->nonce, KMS_NONCE_LEN);
+	assert_memory_equal(x->prefix, y->pair_prefix, 8);
+}
+
+/* kms_ks_nonce_put_many: 100 nonces in three packed records (44, 44, 12),
+ * each entry read back with its own expiry, single records beside them,
+ * a packed record purged once its latest entry has expired. */
+static void test_nonce_packed(void **state)
+{
+	struct fx *f = *state;
+	struct kms_ks *ks = open_ks(f, 0, 1);
+	struct kms_ks_txn *t;
+	struct kms_ks_nonce v[100];
+	struct nonce_rec one;
+	struct nonce_list l;
+	uint8_t key[20] = { 0 }, val[30] = { 0 };
+
+	/* The first record's entries expire in falling order (1043 down to
+	 * 1000): its key must carry the latest, not the last one put. */
+	for (unsigned i = 0; i < 100; i++) {
+		v[i].expire_ms = i < 44 ? 1043 - i : 1000 + i;
+		v[i].role = (uint8_t)(3 + i % 2);
+		fill_bytes(v[i].nonce, KMS_NONCE_LEN, (uint8_t)i);
+		fill_bytes(v[i].pair_prefix, 8, (uint8_t)(i + 100));
+	}
+	mk_nonce(&one, 1050, 4, 200);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_put_many(t, NULL, 1), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_nonce_put_many(NULL, v, 1), KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_nonce_put_many(t, v, 0), KMS_OK);
+	assert_int_equal(kms_ks_nonce_put_many(t, v, 100), KMS_OK);
+	assert_int_equal(kms_ks_nonce_put(t, one.exp, one.role, one.nonce,
+					  one.prefix), KMS_OK);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(counts(ks).nonces, 4);	/* records */
+	kms_ks_close(ks);
+	ks = open_ks(f, 0, 0);	/* durable */
+
+	/* Key order (1043, the single 1050, 1087, 1099), entries as put. */
+	l = nonces_from(ks, 0);
+	assert_int_equal(l.n, 101);
+	for (unsigned i = 0; i < 44; i++)
+		assert_nonce_is(&l.r[i], &v[i]);
+	assert_nonce_eq(&l.r[44], &one);
+	for (unsigned i = 44; i < 100; i++)
+		assert_nonce_is(&l.r[i + 1], &v[i]);
+	/* From a time inside the first record: its older entries skipped. */
+	l = nonces_from(ks, 1020);
+	assert_int_equal(l.n, 24 + 1 + 56);
+	assert_nonce_is(&l.r[0], &v[0]);
+	assert_nonce_is(&l.r[23], &v[23]);
+	assert_nonce_eq(&l.r[24], &one);
+	/* Read-only: no puts. */
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_put_many(t, v, 1), KMS_ERR_INVAL);
+	kms_ks_txn_abort(t);
+
+	/* Purge: a record goes whole, when its latest entry expired; max
+	 * counts records, the result nonces. */
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_purge(t, 1001, 100), 0);
+	assert_int_equal(kms_ks_nonce_purge(t, 1043, 100), 0); /* 1043 live */
+	assert_int_equal(kms_ks_nonce_purge(t, 1044, 100), 44);
+	assert_int_equal(kms_ks_nonce_purge(t, 1100, 1), 1);   /* the single */
+	assert_int_equal(kms_ks_nonce_purge(t, 1100, 1), 44);
+	assert_int_equal(kms_ks_nonce_purge(t, 1100, 100), 12);
+	assert_int_equal(kms_ks_nonce_purge(t, UINT64_MAX, 100), 0);
+	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
+	assert_int_equal(counts(ks).nonces, 0);
+	kms_ks_close(ks);
+
+	/* A packed record whose length is no whole number of entries, or
+	 * whose entry expires after its key's latest expiry, is corruption. */
+	put_be64(key, 5);
+	raw_put(f, "nonces", key, sizeof(key), val, 30);
+	ks = open_ks(f, 0, 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(kms_ks_nonce_foreach(t, 0, nonce_collect, &l),
+			 KMS_ERR_CORRUPT);
+	kms_ks_txn_abort(t);
+	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_purge(t, UINT64_MAX, 10), KMS_ERR_CORRUPT);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+	put_be64(val, 6);
+	raw_put(f, "nonces", key, sizeof(key), val, 29);
+	ks = open_ks(f, 0, 0);
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(kms_ks_nonce_foreach(t, 0, nonce_collect, &l),
+			 KMS_ERR_CORRUPT);
+	kms_ks_txn_abort(t);
+	kms_ks_close(ks);
+}
+
 /* ---- threads: concurrent writers and audit seqs ---- */
 
 #define THR_APPENDS 200
@@ -1926,6 +2071,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_party_epoch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pairs_revoked, setup, teardown),
@@ -1965,6 +2111,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_nonce_put_foreach, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_nonce_purge, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nonce_packed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	};
 
