@@ -120,6 +120,8 @@ struct party_slot {
 	struct kms_party p;
 };
 
+/* Nothing secret (ids, a deposit's key id, a token nonce): a committed
+ * buffer is reused as it is, not wiped after every flush. */
 struct deferred {
 	struct kms_audit a;
 	struct kms_ks_nonce n;
@@ -973,7 +975,6 @@ static int put_deferred(struct kms_worker *w, struct kms_ks_txn *txn)
 static void deferred_done(struct kms_worker *w)
 {
 	STAT_ADD_MT(w, deferred_records, w->ndfr);
-	explicit_bzero(w->dfr, w->ndfr * sizeof(*w->dfr));
 	w->ndfr = 0;
 }
 
@@ -1016,7 +1017,6 @@ static int commit_records(struct kms_worker *w, const struct deferred *d,
 static void flush_deferred(struct kms_worker *w, uint64_t now)
 {
 	if (commit_records(w, w->dfr, w->ndfr, now) == KMS_OK) {
-		explicit_bzero(w->dfr, w->ndfr * sizeof(*w->dfr));
 		w->ndfr = 0;
 		return;
 	}
@@ -1049,8 +1049,6 @@ static void *flusher_main(void *arg)
 		now = w->fl_now;
 		pthread_mutex_unlock(&w->fl_mu);
 		rc = commit_records(w, w->dfr2, n, now);
-		if (rc == KMS_OK)
-			explicit_bzero(w->dfr2, n * sizeof(*w->dfr2));
 		pthread_mutex_lock(&w->fl_mu);
 		if (rc == KMS_OK)
 			__atomic_store_n(&w->ndfr2, 0, __ATOMIC_RELAXED);
@@ -1132,7 +1130,6 @@ static void flush_all(struct kms_worker *w, uint64_t now)
 	kms_worker_commit_wait(w);
 	/* The thread is idle (or gone): dfr2 is the worker's. */
 	if (w->ndfr2 && commit_records(w, w->dfr2, w->ndfr2, now) == KMS_OK) {
-		explicit_bzero(w->dfr2, w->ndfr2 * sizeof(*w->dfr2));
 		__atomic_store_n(&w->ndfr2, 0, __ATOMIC_RELAXED);
 	}
 	if (w->ndfr)
@@ -1488,7 +1485,6 @@ static unsigned idle(struct kms_worker *w, unsigned max, int polling)
 		kms_worker_commit_wait(w);
 		if (w->ndfr2 && now >= w->fl_fail_ms + w->e->cfg.deferred_flush_ms) {
 			if (commit_records(w, w->dfr2, w->ndfr2, now) == KMS_OK) {
-				explicit_bzero(w->dfr2, w->ndfr2 * sizeof(*w->dfr2));
 				__atomic_store_n(&w->ndfr2, 0, __ATOMIC_RELAXED);
 			} else {
 				w->fl_fail_ms = now;

@@ -170,15 +170,15 @@ static uint8_t *wr_id(uint8_t *w, const char *id, uint8_t len)
 
 int kms_ks_rec_id_ok(const uint8_t *p, size_t len, size_t min)
 {
-	size_t i;
+	unsigned bad = 0;
 
 	if (len < min || len > KMS_ID_MAX)
 		return 0;
-	for (i = 0; i < len; i++) {
-		if (p[i] < 0x21 || p[i] > 0x7e)
-			return 0;
-	}
-	return 1;
+	/* Every byte in 0x21..0x7e; no early exit, so the loop vectorizes
+	 * (three ids per audit record, on the RETRIEVE path). */
+	for (size_t i = 0; i < len; i++)
+		bad |= (uint8_t)(p[i] - 0x21) > 0x7e - 0x21;
+	return !bad;
 }
 
 static int party_fields_ok(uint8_t kind, uint8_t status)

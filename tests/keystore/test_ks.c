@@ -331,6 +331,29 @@ static void test_create_reopen(void **state)
 	kms_ks_txn_abort(NULL);
 }
 
+/* An ID is 1..KMS_ID_MAX bytes of 0x21..0x7e (or empty where min is 0):
+ * every byte value at the first, a middle and the last position. */
+static void test_id_ok(void **state)
+{
+	uint8_t id[KMS_ID_MAX];
+	static const size_t at[] = { 0, KMS_ID_MAX / 2, KMS_ID_MAX - 1 };
+
+	(void)state;
+	memset(id, 'a', sizeof(id));
+	assert_true(kms_ks_rec_id_ok(id, sizeof(id), 1));
+	assert_false(kms_ks_rec_id_ok(id, sizeof(id) + 1, 1));
+	assert_false(kms_ks_rec_id_ok(id, 0, 1));
+	assert_true(kms_ks_rec_id_ok(id, 0, 0));
+	for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
+		for (unsigned c = 0; c < 256; c++) {
+			id[at[k]] = (uint8_t)c;
+			assert_int_equal(kms_ks_rec_id_ok(id, sizeof(id), 1),
+					 c >= 0x21 && c <= 0x7e);
+		}
+		id[at[k]] = 'a';
+	}
+}
+
 static int count_roles(uint64_t expire_ms, uint8_t role, const uint8_t *nonce,
 		       const uint8_t *pair_prefix, void *arg)
 {
@@ -2072,6 +2095,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_create_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format_upgrade, setup, teardown),
+		cmocka_unit_test(test_id_ok),
 		cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_party_epoch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pairs_revoked, setup, teardown),
