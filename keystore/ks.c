@@ -1152,7 +1152,6 @@ int kms_ks_nonce_put_many(struct kms_ks_txn *t, const struct kms_ks_nonce *v,
 				rc = mdb_put(t->txn, t->ks->nonces, &k, &d,
 					     MDB_NOOVERWRITE);
 		}
-		explicit_bzero(val, d.mv_size);
 		if (rc == MDB_KEYEXIST)
 			return txn_corrupt(t, "nonces");
 		if (rc)

@@ -1806,6 +1806,28 @@ static void assert_nonce_eq(const struct nonce_rec *x,
 	assert_memory_equal(x->prefix, y->prefix, 8);
 }
 
+/* Reading the store's nonces (and, with @p purge, purging them) fails
+ * KMS_ERR_CORRUPT. */
+static void assert_nonces_corrupt(struct fx *f, int purge)
+{
+	struct kms_ks *ks = open_ks(f, 0, 0);
+	struct kms_ks_txn *t;
+	struct nonce_list l;
+
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
+	assert_int_equal(kms_ks_nonce_foreach(t, 0, nonce_collect, &l),
+			 KMS_ERR_CORRUPT);
+	kms_ks_txn_abort(t);
+	if (purge) {
+		assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
+		assert_int_equal(kms_ks_nonce_purge(t, UINT64_MAX, 10),
+				 KMS_ERR_CORRUPT);
+		kms_ks_txn_abort(t);
+	}
+	kms_ks_close(ks);
+}
+
 static void test_nonce_put_foreach(void **state)
 {
 	struct fx *f = *state;
@@ -1879,13 +1901,7 @@ static void test_nonce_put_foreach(void **state)
 	/* An entry that is not a nonce key is corruption, not skipped. */
 	kms_ks_close(ks);
 	raw_put(f, "nonces", "short", 5, "12345678", 8);
-	ks = open_ks(f, 0, 0);
-	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
-	memset(&l, 0, sizeof(l));
-	assert_int_equal(kms_ks_nonce_foreach(t, 0, nonce_collect, &l),
-			 KMS_ERR_CORRUPT);
-	kms_ks_txn_abort(t);
-	kms_ks_close(ks);
+	assert_nonces_corrupt(f, 1);
 }
 
 static void put_nonces(struct kms_ks *ks, uint64_t first, unsigned n)
@@ -2027,25 +2043,10 @@ static void test_nonce_packed(void **state)
 	 * whose entry expires after its key's latest expiry, is corruption. */
 	put_be64(key, 5);
 	raw_put(f, "nonces", key, sizeof(key), val, 30);
-	ks = open_ks(f, 0, 0);
-	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
-	memset(&l, 0, sizeof(l));
-	assert_int_equal(kms_ks_nonce_foreach(t, 0, nonce_collect, &l),
-			 KMS_ERR_CORRUPT);
-	kms_ks_txn_abort(t);
-	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
-	assert_int_equal(kms_ks_nonce_purge(t, UINT64_MAX, 10), KMS_ERR_CORRUPT);
-	kms_ks_txn_abort(t);
-	kms_ks_close(ks);
+	assert_nonces_corrupt(f, 1);
 	put_be64(val, 6);
 	raw_put(f, "nonces", key, sizeof(key), val, 29);
-	ks = open_ks(f, 0, 0);
-	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
-	memset(&l, 0, sizeof(l));
-	assert_int_equal(kms_ks_nonce_foreach(t, 0, nonce_collect, &l),
-			 KMS_ERR_CORRUPT);
-	kms_ks_txn_abort(t);
-	kms_ks_close(ks);
+	assert_nonces_corrupt(f, 0);
 }
 
 /* ---- threads: concurrent writers and audit seqs ---- */
