@@ -34,6 +34,13 @@
 #include "kms_replay.h"
 
 #define BATCH_MAX 256
+/* Phase 1's per-batch index: at most half full. */
+#define BATCH_IDX_BITS 9
+#define BATCH_IDX (1u << BATCH_IDX_BITS)
+_Static_assert(BATCH_IDX >= 2 * BATCH_MAX, "batch index too small");
+/* Requests ahead of its replay check that a slot is loaded again: each
+ * request takes microseconds, a miss a fraction of one. */
+#define REPLAY_AHEAD 4
 /* Party records kept per worker (direct-mapped by a hash of the ID): the
  * mailbox servers and the active users of a busy worker are read from
  * memory, not from the B-tree, 2 or 3 times per request. 4096 slots of
@@ -58,7 +65,9 @@ struct pending {
 	uint8_t write_pair;        /* deposit: pair record to store */
 	uint8_t deferred;          /* retrieve: records wait in w->dfr */
 	uint8_t audit_event;
-	uint32_t replay_h;         /* kms_replay_prefetch of tok_x */
+	uint32_t replay_h;         /* kms_replay_prefetch_many of tok_x */
+	uint8_t parse_bad;         /* kms_req_parse failed: parse_st says */
+	uint16_t parse_st;
 	uint8_t pair_hash[KMS_PAIR_HASH_LEN];
 	uint32_t recip_gen;
 	struct kms_ckey *k_recip;  /* Ka (deposit) or Kb (retrieve) */
@@ -109,6 +118,12 @@ struct kms_worker {
 	int pair_revocations;
 	struct kms_stats st;
 	uint16_t no_txn_status;    /* why this batch has no read txn */
+	/* Phase 1's index of this batch's admitted requests: by key id
+	 * (DEPOSIT, RETRIEVE) and by pair written (DEPOSIT); a slot holds
+	 * 1 + the index in pend of the latest such request, 0 is empty.
+	 * Open addressing, at most half full. */
+	uint16_t by_key[BATCH_IDX];
+	uint16_t by_pair[BATCH_IDX];
 };
 
 /* A party record as read under store party epoch @p epoch. Blobs are
@@ -596,33 +611,60 @@ static uint16_t replay_check(struct kms_worker *w, const struct kms_token *tok,
 	return KMS_ST_OK;
 }
 
-/* An earlier request of this batch that already changed this pair. */
-static const struct pending *batch_pair(const struct kms_worker *w,
-					const struct pending *self,
-					const uint8_t *hash)
+/* The slot of @p key (@p len bytes at offset @p off of a pending) in
+ * @p tab: the one holding it, or the empty one where it would go. Keys are
+ * a SHA-256 (pairs) or end in a counter and random bytes (key ids): their
+ * last 8 bytes are spread enough for a multiplicative hash. */
+static uint16_t *batch_slot(const struct kms_worker *w, uint16_t *tab,
+			    size_t off, size_t len, const uint8_t *key)
 {
-	const struct pending *hit = NULL;
+	uint64_t x;
+	uint32_t i;
 
-	for (const struct pending *p = w->pend; p < self; p++)
-		if (p->status == KMS_ST_OK && p->write_pair &&
-		    !memcmp(p->pair_hash, hash, KMS_PAIR_HASH_LEN))
-			hit = p;
-	return hit;
+	memcpy(&x, key + len - sizeof(x), sizeof(x));
+	i = (uint32_t)((x * 0x9e3779b97f4a7c15ull) >> (64 - BATCH_IDX_BITS));
+	for (;; i = (i + 1) & (BATCH_IDX - 1))
+		if (!tab[i] ||
+		    !memcmp((const uint8_t *)&w->pend[tab[i] - 1] + off, key,
+			    len))
+			return &tab[i];
 }
 
-/* An earlier request of this batch that created or updated this deposit. */
-static const struct pending *batch_deposit(const struct kms_worker *w,
-					   const struct pending *self,
+/* The latest earlier request of this batch that changed this pair. */
+static const struct pending *batch_pair(struct kms_worker *w,
+					const uint8_t *hash)
+{
+	uint16_t v = *batch_slot(w, w->by_pair,
+				 offsetof(struct pending, pair_hash),
+				 KMS_PAIR_HASH_LEN, hash);
+
+	return v ? &w->pend[v - 1] : NULL;
+}
+
+/* The latest earlier request of this batch that created or updated this
+ * deposit. */
+static const struct pending *batch_deposit(struct kms_worker *w,
 					   const uint8_t *key_id)
 {
-	const struct pending *hit = NULL;
+	uint16_t v = *batch_slot(w, w->by_key, offsetof(struct pending, key_id),
+				 KMS_KEY_ID_LEN, key_id);
 
-	for (const struct pending *p = w->pend; p < self; p++)
-		if (p->status == KMS_ST_OK &&
-		    (p->kind == KMS_RK_DEPOSIT || p->kind == KMS_RK_RETRIEVE) &&
-		    !memcmp(p->key_id, key_id, KMS_KEY_ID_LEN))
-			hit = p;
-	return hit;
+	return v ? &w->pend[v - 1] : NULL;
+}
+
+/* Phase 1 is done with pend[@p i]: later requests of the batch see it. */
+static void batch_index(struct kms_worker *w, unsigned i)
+{
+	const struct pending *p = &w->pend[i];
+
+	if (p->status != KMS_ST_OK)
+		return;
+	if (p->kind == KMS_RK_DEPOSIT || p->kind == KMS_RK_RETRIEVE)
+		*batch_slot(w, w->by_key, offsetof(struct pending, key_id),
+			    KMS_KEY_ID_LEN, p->key_id) = (uint16_t)(i + 1);
+	if (p->write_pair)
+		*batch_slot(w, w->by_pair, offsetof(struct pending, pair_hash),
+			    KMS_PAIR_HASH_LEN, p->pair_hash) = (uint16_t)(i + 1);
 }
 
 static void make_key_id(struct kms_worker *w, uint64_t now,
@@ -651,7 +693,7 @@ static uint16_t deposit_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 	int have_pair = 0, rc;
 
 	memcpy(d->pair_hash, p->pair_hash, KMS_PAIR_HASH_LEN);
-	prev = batch_pair(w, p, d->pair_hash);
+	prev = batch_pair(w, d->pair_hash);
 	if (prev) {
 		p->pair = prev->pair;
 		have_pair = 1;
@@ -715,7 +757,7 @@ static uint16_t retrieve_decide(struct kms_worker *w, struct kms_ks_txn *txn,
 	int rc;
 
 	memcpy(p->key_id, r->key_id, KMS_KEY_ID_LEN);
-	prev = batch_deposit(w, p, r->key_id);
+	prev = batch_deposit(w, r->key_id);
 	if (prev) {
 		*d = prev->dep;
 	} else {
@@ -801,8 +843,6 @@ static uint16_t admit_ibe(struct kms_worker *w, struct kms_ks_txn *txn,
 		return KMS_ST_IBE_UNAVAILABLE;
 	if (!in_skew(w->e, r->tok_x.ts_ms, now))
 		return KMS_ST_STALE;
-	p->replay_h = kms_replay_prefetch(w->replay, r->tok_x.role,
-					  r->tok_x.nonce);
 	st = party_check(w, txn, &r->id_a, KMS_PARTY_USER, &r->tok_x, now, &px);
 	if (st == KMS_ST_WRONG_ROLE)
 		st = party_check(w, txn, &r->id_a, KMS_PARTY_AS, &r->tok_x, now,
@@ -842,21 +882,20 @@ static uint16_t admit_ibe(struct kms_worker *w, struct kms_ks_txn *txn,
  * A's key after the deposit does not orphan it.
  */
 static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
-		      struct pending *p, const struct kms_msg *m, uint64_t now,
-		      const uint8_t rnd[4])
+		      struct pending *p, uint64_t now, const uint8_t rnd[4])
 {
 	const struct kms_crypto_ops *ops = w->e->crypto;
 	struct kms_req *r = &p->req;
 	const struct kms_id *x_id;
 	struct kms_party pa, px, pb;
 	struct kms_ckey *ka = NULL, *kx = NULL;
-	uint16_t st, parse_st = KMS_ST_OK;
+	uint16_t st;
 	int dep, rc;
 
-	if (kms_req_parse(m->req, m->req_len, r, &parse_st)) {
-		if (parse_st == KMS_ST_OK)
+	if (p->parse_bad) {
+		if (p->parse_st == KMS_ST_OK)
 			p->drop = 1;
-		return parse_st ? parse_st : KMS_ST_MALFORMED;
+		return p->parse_st ? p->parse_st : KMS_ST_MALFORMED;
 	}
 	if (r->hdr.type == KMS_T_IBE_KEY_REQ)
 		return admit_ibe(w, txn, p, now);
@@ -871,9 +910,6 @@ static uint16_t admit(struct kms_worker *w, struct kms_ks_txn *txn,
 	if (!in_skew(w->e, r->tok_x.ts_ms, now) ||
 	    (dep && !in_skew(w->e, r->tok_a.ts_ms, now)))
 		return KMS_ST_STALE;
-	/* The window's slot is a likely cache miss: start it now. */
-	p->replay_h = kms_replay_prefetch(w->replay, r->tok_x.role,
-					  r->tok_x.nonce);
 
 	/* A must be an active user; in a DEPOSIT its token must name A's
 	 * current key. The sender of the other token likewise (the AS or B).
@@ -1355,8 +1391,12 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 {
 	const struct kms_crypto_ops *ops = w->e->crypto;
 	uint8_t rnd[BATCH_MAX][4 + KMS_NONCE_LEN];
+	const uint8_t *tok_nonce[BATCH_MAX];
+	uint8_t tok_role[BATCH_MAX];
+	uint32_t tok_h[BATCH_MAX];
+	uint16_t tok_of[BATCH_MAX];
 	struct kms_ks_txn *rtxn = NULL;
-	unsigned replies = 0;
+	unsigned replies = 0, ntok = 0;
 	uint64_t now, t0 = mono_us();
 	int rc;
 
@@ -1391,13 +1431,38 @@ static unsigned process_batch(struct kms_worker *w, struct kms_msg *msgs,
 		if (kms_ks_pairs_revoked(rtxn, &revoked) == KMS_OK)
 			w->pair_revocations = revoked != 0;
 	}
+	/* Parse the whole batch first: the replay window's slots of all its
+	 * tokens are then looked up together (cache and TLB misses, in a
+	 * window of hundreds of MB, overlapped), and again a few requests
+	 * ahead of each check (the batch's work in between evicts them). */
 	for (unsigned i = 0; i < n; i++) {
 		struct pending *p = &w->pend[i];
 
 		memset(p, 0, offsetof(struct pending, pair));
 		p->kind = KMS_RK_OTHER;
 		msgs[i].resp_len = 0;
-		p->status = admit(w, rtxn, p, &msgs[i], now, rnd[i]);
+		if (kms_req_parse(msgs[i].req, msgs[i].req_len, &p->req,
+				  &p->parse_st)) {
+			p->parse_bad = 1;
+			continue;
+		}
+		tok_of[ntok] = (uint16_t)i;
+		tok_role[ntok] = p->req.tok_x.role;
+		tok_nonce[ntok++] = p->req.tok_x.nonce;
+	}
+	kms_replay_prefetch_many(w->replay, ntok, tok_role, tok_nonce, tok_h);
+	for (unsigned k = 0; k < ntok; k++)
+		w->pend[tok_of[k]].replay_h = tok_h[k];
+	memset(w->by_key, 0, sizeof(w->by_key));
+	memset(w->by_pair, 0, sizeof(w->by_pair));
+	for (unsigned i = 0; i < n; i++) {
+		struct pending *p = &w->pend[i];
+
+		if (i + REPLAY_AHEAD < n)
+			kms_replay_prefetch_h(w->replay,
+					      w->pend[i + REPLAY_AHEAD].replay_h);
+		p->status = admit(w, rtxn, p, now, rnd[i]);
+		batch_index(w, i);
 		defer(w, p, now);
 	}
 	if (rc)

@@ -38,14 +38,23 @@ int kms_replay_check_insert(struct kms_replay *r, uint8_t role,
 			    const uint8_t nonce[12], uint64_t expire_ms,
 			    uint64_t now_ms);
 
-/** Start loading the first slot that (role, nonce) would look at: a
- *  request's check comes after its token is opened, which takes long
- *  enough for the load to arrive. Changes nothing.
- *  @return the (role, nonce) hash, for kms_replay_check_insert_h. */
-uint32_t kms_replay_prefetch(const struct kms_replay *r, uint8_t role,
-			     const uint8_t nonce[12]);
+/** Start loading the first slot that each of @p n (role[i], nonce[i])
+ *  would look at, and give its hash in @p h[i] (for
+ *  kms_replay_check_insert_h): one AES call for up to 64 of them, then
+ *  their loads started back to back, so that their misses (and page
+ *  walks) overlap instead of stalling one request at a time. Changes
+ *  nothing. */
+void kms_replay_prefetch_many(const struct kms_replay *r, unsigned n,
+			      const uint8_t *role,
+			      const uint8_t *const *nonce, uint32_t *h);
 
-/** kms_replay_check_insert with the hash kms_replay_prefetch returned for
+/** Load the first slot of hash @p h into the nearest cache: a check that
+ *  comes long after kms_replay_prefetch_many (a batch of hundreds of
+ *  requests later) may find its slot evicted again; this, a few requests
+ *  ahead of the check, brings it back. Changes nothing. */
+void kms_replay_prefetch_h(const struct kms_replay *r, uint32_t h);
+
+/** kms_replay_check_insert with the hash kms_replay_prefetch_many gave for
  *  the same (role, nonce): the keyed hash is computed once a request. */
 int kms_replay_check_insert_h(struct kms_replay *r, uint32_t h, uint8_t role,
 			      const uint8_t nonce[12], uint64_t expire_ms,

@@ -10,6 +10,7 @@
 #include "kms_replay.h"
 
 #define PROBE_MAX 64
+#define PREFETCH_CHUNK 64 /* blocks a kms_replay_prefetch_many AES call */
 
 struct slot {
 	uint64_t expire_ms;   /* 0 = never used */
@@ -101,13 +102,37 @@ static uint32_t hash(const struct kms_replay *r, uint8_t role,
 	return h;
 }
 
-uint32_t kms_replay_prefetch(const struct kms_replay *r, uint8_t role,
-			     const uint8_t nonce[12])
+void kms_replay_prefetch_many(const struct kms_replay *r, unsigned n,
+			      const uint8_t *role,
+			      const uint8_t *const *nonce, uint32_t *h)
 {
-	uint32_t h = hash(r, role, nonce);
+	uint8_t in[PREFETCH_CHUNK][16], out[PREFETCH_CHUNK][16];
 
-	__builtin_prefetch(&r->s[h & r->mask], 1, 1);
-	return h;
+	for (unsigned off = 0; off < n; off += PREFETCH_CHUNK) {
+		unsigned m = n - off < PREFETCH_CHUNK ? n - off : PREFETCH_CHUNK;
+		int len;
+
+		memset(in, 0, m * sizeof(in[0]));
+		for (unsigned i = 0; i < m; i++) {
+			in[i][0] = role[off + i];
+			memcpy(in[i] + 1, nonce[off + i], 12);
+		}
+		/* ECB: each block on its own, as hash() would. */
+		if (EVP_EncryptUpdate(r->prf, out[0], &len, in[0],
+				      (int)(m * sizeof(in[0]))) != 1 ||
+		    len != (int)(m * sizeof(in[0])))
+			for (unsigned i = 0; i < m; i++)
+				memcpy(out[i], in[i] + 1, sizeof(uint32_t));
+		for (unsigned i = 0; i < m; i++) {
+			memcpy(&h[off + i], out[i], sizeof(uint32_t));
+			__builtin_prefetch(&r->s[h[off + i] & r->mask], 1, 1);
+		}
+	}
+}
+
+void kms_replay_prefetch_h(const struct kms_replay *r, uint32_t h)
+{
+	__builtin_prefetch(&r->s[h & r->mask], 1, 3);
 }
 
 int kms_replay_check_insert(struct kms_replay *r, uint8_t role,

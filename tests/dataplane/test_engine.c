@@ -525,6 +525,62 @@ static void retrieve_max_retrievals(void **state)
 }
 
 /*
+ * A full batch of RETRIEVEs, three of each deposit, the second and third
+ * 85 requests after the one before: under max_retrievals = 2 each
+ * deposit's first two are answered and its third refused. Phase 1 must
+ * find, among all of the batch's requests, the latest earlier one of the
+ * same deposit (the first found, or none, would answer the third).
+ */
+static void retrieve_full_batch(void **state)
+{
+	struct efx *f = *state;
+	struct kms_policy pol = efx_policy();
+	const unsigned nd = 85, n = 3 * nd;
+	struct efx_dep *d = calloc(nd, sizeof(*d));
+	struct efx_ret *r = calloc(n, sizeof(*r));
+	struct efx_dgram *req = calloc(n, sizeof(*req));
+	struct efx_reply *rep = calloc(n, sizeof(*rep));
+	struct kms_stats st;
+
+	assert_true(d && r && req && rep);
+	f->batch_max = 256;
+	pol.max_retrievals = 2;
+	efx_reconfigure(f, &pol, 1);
+	efx_dep_build_pairs(f, d, req, nd, PT(P_AS));
+	assert_int_equal(efx_run(f, 0, req, rep, nd), nd);
+	for (unsigned i = 0; i < nd; i++) {
+		assert_int_equal(rep[i].status, KMS_ST_OK);
+		d[i].rep = rep[i];
+		efx_dep_finish(&d[i]);
+	}
+	for (unsigned k = 0; k < 3; k++)
+		for (unsigned i = 0; i < nd; i++) {
+			efx_ret_build(f, &r[k * nd + i], &d[i], d[i].b);
+			req[k * nd + i] = r[k * nd + i].req;
+		}
+	assert_int_equal(efx_run(f, 0, req, rep, n), n);
+	for (unsigned j = 0; j < n; j++) {
+		const struct efx_dep *dj = &d[j % nd];
+
+		if (j >= 2 * nd) {
+			assert_int_equal(rep[j].status, KMS_ST_POLICY_DENIED);
+			continue;
+		}
+		assert_int_equal(rep[j].status, KMS_ST_OK);
+		r[j].rep = rep[j];
+		efx_ret_finish(&r[j], dj, dj->b);
+		assert_memory_equal(r[j].k, dj->k, KMS_KEY_LEN);
+	}
+	efx_stats(f, &st);
+	assert_int_equal(st.batches, 2);
+	assert_int_equal(st.retrievals, 2 * nd);
+	free(d);
+	free(r);
+	free(req);
+	free(rep);
+}
+
+/*
  * RETRIEVE does not open Ea again: A must be an enrolled, active user and
  * Ea byte for byte the handle recorded at DEPOSIT. So a deposit outlives a
  * rotation of A's key, while the old generation makes no new deposits.
@@ -1943,6 +1999,7 @@ int main(void)
 		T(retrieve_refused_identity),
 		T(retrieve_refused_state),
 		T(retrieve_max_retrievals),
+		T(retrieve_full_batch),
 		T(retrieve_pair_policy),
 		T(retrieve_after_rotation),
 		T(party_cache_follows_store),

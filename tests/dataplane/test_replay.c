@@ -52,32 +52,43 @@ static void fresh_then_exists(void **state)
 	kms_replay_destroy(r);
 }
 
-/* The hash kms_replay_prefetch returns is the one check_insert uses: a
- * nonce entered through either is found by the other. */
+/* The hashes kms_replay_prefetch_many gives are the ones check_insert
+ * uses, each at its own position, over several of its 64-block AES calls
+ * and whatever the batch: a nonce entered through either is found by the
+ * other. */
 static void prefetch_hash_is_the_key(void **state)
 {
+	enum { N = 150 };
 	struct kms_replay *r = mk(1024);
-	uint8_t n[12];
-	uint32_t h;
+	uint8_t n[N][12], role[N];
+	const uint8_t *np[N];
+	uint32_t h[N], h1;
 
 	(void)state;
-	for (unsigned i = 0; i < 200; i++) {
-		nonce_of(1000 + i, n);
-		h = kms_replay_prefetch(r, KMS_ROLE_B, n);
-		assert_int_equal(kms_replay_prefetch(r, KMS_ROLE_B, n), h);
+	for (unsigned i = 0; i < N; i++) {
+		nonce_of(1000 + i, n[i]);
+		np[i] = n[i];
+		role[i] = i % 3 ? KMS_ROLE_B : KMS_ROLE_AS;
+	}
+	kms_replay_prefetch_many(r, 0, role, np, h);
+	kms_replay_prefetch_many(r, N, role, np, h);
+	for (unsigned i = 0; i < N; i++) {
+		kms_replay_prefetch_many(r, 1, &role[i], &np[i], &h1);
+		assert_int_equal(h1, h[i]);
 		if (i % 2) {
-			assert_int_equal(kms_replay_check_insert_h(r, h, KMS_ROLE_B,
-					 n, NOW + 10, NOW), KMS_OK);
-			assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B,
-					 n, NOW + 10, NOW), KMS_ERR_EXISTS);
+			assert_int_equal(kms_replay_check_insert_h(r, h[i],
+					 role[i], n[i], NOW + 10, NOW), KMS_OK);
+			assert_int_equal(kms_replay_check_insert(r, role[i],
+					 n[i], NOW + 10, NOW), KMS_ERR_EXISTS);
 		} else {
-			assert_int_equal(kms_replay_check_insert(r, KMS_ROLE_B,
-					 n, NOW + 10, NOW), KMS_OK);
-			assert_int_equal(kms_replay_check_insert_h(r, h, KMS_ROLE_B,
-					 n, NOW + 10, NOW), KMS_ERR_EXISTS);
+			assert_int_equal(kms_replay_check_insert(r, role[i],
+					 n[i], NOW + 10, NOW), KMS_OK);
+			assert_int_equal(kms_replay_check_insert_h(r, h[i],
+					 role[i], n[i], NOW + 10, NOW),
+					 KMS_ERR_EXISTS);
 		}
 	}
-	assert_int_equal(kms_replay_live(r, NOW), 200);
+	assert_int_equal(kms_replay_live(r, NOW), N);
 	kms_replay_destroy(r);
 }
 
