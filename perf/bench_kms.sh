@@ -64,6 +64,7 @@ ALL_CASES=$CASES
 WORKERS="1 2"
 DPDK=0
 KEEP=0
+BRACKET=1            # RETRIEVE cases: AEAD (and UDP echo) ceilings just before and after
 BASE=/var/tmp
 DPDK_LAYOUT=""       # rss with 1 worker, rx with more (kms-loadgen: 1 queue pair)
 QUIET_MAX=10         # seconds to wait for a quiet machine before a run
@@ -97,6 +98,9 @@ usage: perf/bench_kms.sh [options]
   --wait-quiet S      before each run, wait up to S s for the machine to be
                       < 10% busy (default $QUIET_MAX)
   --keep              keep the work dir (every log and JSON)
+  --no-bracket        skip the short ceilings measured just before and after
+                      each RETRIEVE case (its floors are then judged on the
+                      suite's ceilings only)
 Prints one markdown table (median [min-max] of the runs, ceilings, ratios,
 latency), the floors of issue 5 with PASS / BELOW FLOOR, and writes all of
 it as JSON.
@@ -125,6 +129,7 @@ while [ $# -gt 0 ]; do
 	--base) BASE=$2; shift 2 ;;
 	--wait-quiet) QUIET_MAX=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
+	--no-bracket) BRACKET=0; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) echo "bench_kms: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
 	esac
@@ -333,6 +338,22 @@ start_kmsd() {
 	return 0
 }
 
+# bracket_ceil TAG WHEN IO: the RETRIEVE floors' ceilings again, short (1 run
+# of 1 s), with no kmsd running: AEAD, and for socket mode the UDP echo.
+# The suite's ceilings come minutes before a case; on a VM whose speed
+# drifts, a case is also judged against these, taken just before and just
+# after its runs, and flagged when they disagree.
+bracket_ceil() {
+	local only=aead
+	[ "$3" = socket ] && only=aead,udp
+	"$CEIL" --config "$W/kms.conf" --dir "$W" --seconds 1 --runs 1 --only "$only" \
+		--udp-inflight "$OUTSTANDING" --json "$W/bracket-$1-$2.json" \
+		</dev/null >"$W/bracket-$1-$2.log" 2>&1 &
+	PIDS+=("$!")
+	wait_exit "$!" 120
+	[ "$WAIT_RC" = 0 ] || echo "bench_kms: bracketing ceiling ($2) failed; see $W/bracket-$1-$2.log" >&2
+}
+
 # run_loadgen IO CASE TAG RUN WORKERS: one kms-loadgen run; appends a line to
 # $W/runs.jsonl (its status and JSON file).
 run_loadgen() {
@@ -426,6 +447,11 @@ for io in $IOS; do
 					printf '[cache]\nkeys_per_worker = %d\n' $((2 * 256 + 16)) >>"$KCONF" ;;
 				esac ;;
 			esac
+			bracket=0
+			case $kcase in retrieve|retrieve-deferred|retrieve-deferred-thread)
+				bracket=$BRACKET ;;
+			esac
+			[ "$bracket" = 1 ] && bracket_ceil "$tag" before "$io"
 			if start_kmsd "$io" "$nw" "$tag"; then
 				for ((r = 1; r <= RUNS; r++)); do
 					run_loadgen "$io" "$kcase" "$tag" "$r" "$nw"
@@ -435,10 +461,20 @@ for io in $IOS; do
 				wait_exit "$KMSD_PID" 60
 				kmsd_rc=$WAIT_RC
 			fi
+			[ "$bracket" = 1 ] && bracket_ceil "$tag" after "$io"
 			python3 - "$kcase" "$io" "$nw" "$W/runs-$tag.jsonl" "$W/kmsd-$tag.log" \
-				"$kmsd_rc" "$survived" "$DPDK_LAYOUT_USED" "$skipped" >>"$W/cases.jsonl" <<'PY'
+				"$kmsd_rc" "$survived" "$DPDK_LAYOUT_USED" "$skipped" \
+				"$([ "$bracket" = 1 ] && echo "$W/bracket-$tag")" >>"$W/cases.jsonl" <<'PY'
 import json, re, sys
-kcase, io, nw, runs, klog, krc, survived, layout, skipped = sys.argv[1:]
+kcase, io, nw, runs, klog, krc, survived, layout, skipped, bracket = sys.argv[1:]
+br = {}
+for when in ("before", "after") if bracket else ():
+    try:
+        j = json.load(open("%s-%s.json" % (bracket, when)))
+    except Exception:
+        continue
+    br[when] = {"aead": j.get("retrieve_aead_ceiling_rps"),
+                "udp": j.get("udp_echo", {}).get("round_trips_per_s", {}).get("median")}
 rs = []
 for l in open(runs):
     if not l.strip():
@@ -464,7 +500,7 @@ for line in txt.splitlines():
     for k, v in re.findall(r"(\w+)=(\d+)", line):
         stats[k] = int(v)
 print(json.dumps({"case": kcase, "io": io, "workers": int(nw), "dpdk_layout": layout or None,
-                  "skipped": skipped or None, "runs": rs,
+                  "skipped": skipped or None, "runs": rs, "bracket": br or None,
                   "kmsd_stats": stats, "kmsd_by_status": by_status,
                   "kmsd_rc": int(krc), "kmsd_alive_after_runs": survived,
                   "kmsd_log_tail": txt.splitlines()[-12:]}))
@@ -643,6 +679,28 @@ for c in cases:
             floor("offload >= 25% of its AEAD ceiling (issue 6)", r, 25)
         if n.startswith("HSM CKM_AES_GCM"):
             floor("hsm >= 60% of its HSM ceiling (issue 6)", r, 60)
+    # The same RETRIEVE floors against the ceilings taken just before and
+    # after this case's runs, the faster of the two (the stricter ratio);
+    # when they differ by more than 1.25x the machine changed speed during
+    # the case and the verdict says so.
+    b = c.get("bracket") or {}
+    x = s["retrieve_rps_median"]
+    if x and c["case"].startswith("retrieve"):
+        for key, name, pct, io in (("aead", "RETRIEVE (DPDK) >= 25% of the AEAD ceiling", 25, "dpdk"),
+                                   ("udp", "socket RETRIEVE >= 50% of UDP echo", 50, "socket")):
+            vs = [b[w][key] for w in ("before", "after") if b.get(w, {}).get(key)]
+            if c["io"] != io or not vs:
+                continue
+            spread = max(vs) / min(vs)
+            v = "PASS" if 100 * x / max(vs) >= pct else "BELOW FLOOR"
+            if spread > 1.25:
+                v = "UNRELIABLE (ceiling moved %.2fx)" % spread
+            s.setdefault("bracket_ratios", {})[key] = {
+                "before": b.get("before", {}).get(key), "after": b.get("after", {}).get(key),
+                "ratio": x / max(vs), "spread": spread}
+            floors.append({"floor": name + ", ceiling just before/after", "case": tag,
+                           "ratio": x / max(vs), "floor_pct": pct, "verdict": v,
+                           "ceilings": vs})
     rows.append((tag, s, comps, c))
 
 print()
@@ -738,7 +796,8 @@ floors.append({"floor": "0 mismatches (kms-loadgen verify: mismatch + bad_tag + 
 print("Floors (issue 5):")
 for f in floors:
     if "ratio" in f:
-        print("  %-46s %-58s %6.1f%%  %s" % (f["floor"], f["case"], 100 * f["ratio"], f["verdict"]))
+        print("  %-46s %-58s %6.1f%%  %s%s" % (f["floor"], f["case"], 100 * f["ratio"], f["verdict"],
+              "  (vs %s)" % " / ".join(fmt(v) for v in f["ceilings"]) if f.get("ceilings") else ""))
     else:
         print("  %-46s %-58s %7s  %s" % (f["floor"], f["case"], f["value"], f["verdict"]))
 if not any(c["io"] == "dpdk" for c in cases):
