@@ -83,9 +83,17 @@ uint32_t kms_pkt_csum_add(uint32_t sum, const void *buf, size_t len)
 		memcpy(&w, p, 4);
 		acc += w;
 	}
+	/* The 1-3 tail bytes as memcpy() into a zeroed word would place them,
+	 * built in a register: bytes stored narrow and read back as a word
+	 * stall store forwarding (twice a packet on the DPDK path). */
 	if (len) {
-		w = 0;
-		memcpy(&w, p, len);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+		w = (uint32_t)p[0] | (len > 1 ? (uint32_t)p[1] << 8 : 0) |
+		    (len > 2 ? (uint32_t)p[2] << 16 : 0);
+#else
+		w = (uint32_t)p[0] << 24 | (len > 1 ? (uint32_t)p[1] << 16 : 0) |
+		    (len > 2 ? (uint32_t)p[2] << 8 : 0);
+#endif
 		acc += w;
 	}
 	s = (uint16_t)fold(acc);
@@ -520,10 +528,16 @@ enum kms_pkt_verdict kms_pkt_classify(const struct kms_pkt_cfg *cfg,
 				      uint8_t *frame, size_t len, size_t cap,
 				      unsigned flags, struct kms_pkt_info *info)
 {
-	struct kms_pkt_info pi = { .l2_len = KMS_PKT_ETH_HLEN };
+	/*
+	 * Written in place and put back on a drop: building it on the stack
+	 * and copying it out at the end read back as wide words what the
+	 * classifiers had just stored as 16-bit fields, a store-forwarding
+	 * stall on every packet.
+	 */
+	const struct kms_pkt_info saved = *info;
 	enum kms_pkt_verdict v;
 	enum dmac_kind dk;
-	uint16_t et;
+	uint16_t et, l2_len = KMS_PKT_ETH_HLEN, tci = 0;
 
 	if (len < KMS_PKT_ETH_HLEN)
 		return KMS_PKT_DROP_BAD_LEN;
@@ -534,27 +548,23 @@ enum kms_pkt_verdict kms_pkt_classify(const struct kms_pkt_cfg *cfg,
 	if (et == ET_VLAN) {
 		if (len < KMS_PKT_ETH_HLEN + KMS_PKT_VLAN_HLEN)
 			return KMS_PKT_DROP_BAD_LEN;
-		pi.has_vlan = true;
-		pi.vlan_tci = kms_pkt_get16(frame + 14);
-		pi.l2_len += KMS_PKT_VLAN_HLEN;
+		tci = kms_pkt_get16(frame + 14);
+		l2_len += KMS_PKT_VLAN_HLEN;
 		et = kms_pkt_get16(frame + 16);
 	}
-	pi.l3_off = pi.l2_len;
-	switch (et) {
-	case ET_IPV4:
-		v = ipv4_classify(cfg, frame, len, dk, flags, &pi);
-		break;
-	case ET_IPV6:
-		v = ipv6_classify(cfg, frame, len, cap, dk, flags, &pi);
-		break;
-	case ET_ARP:
-		v = arp_classify(cfg, frame, len, cap, dk, &pi);
-		break;
-	default:        /* incl. a second tag and QinQ */
-		return KMS_PKT_DROP_L2;
-	}
-	if (!kms_pkt_is_drop(v))
-		*info = pi;
+	if (et != ET_IPV4 && et != ET_IPV6 && et != ET_ARP)
+		return KMS_PKT_DROP_L2; /* incl. a second tag and QinQ */
+	*info = (struct kms_pkt_info){ .l2_len = l2_len, .l3_off = l2_len,
+				       .vlan_tci = tci,
+				       .has_vlan = l2_len != KMS_PKT_ETH_HLEN };
+	if (et == ET_IPV4)
+		v = ipv4_classify(cfg, frame, len, dk, flags, info);
+	else if (et == ET_IPV6)
+		v = ipv6_classify(cfg, frame, len, cap, dk, flags, info);
+	else
+		v = arp_classify(cfg, frame, len, cap, dk, info);
+	if (kms_pkt_is_drop(v))
+		*info = saved;
 	return v;
 }
 
