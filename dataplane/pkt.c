@@ -594,7 +594,8 @@ size_t kms_pkt_reply_udp(struct kms_pkt_info *info, uint8_t *frame, size_t cap,
 	size_t po = l3 + l3_len + KMS_PKT_UDP_HLEN;
 	size_t max_payload = UINT16_MAX - KMS_PKT_UDP_HLEN -
 			     (v6 ? 0 : KMS_PKT_IPV4_HLEN);
-	uint8_t mac[2 * KMS_PKT_ETH_ALEN], src[16], dst[16];
+	uint8_t src[16], dst[16];
+	uint64_t dmac = 0, smac = 0;
 	const uint8_t *ip = frame + l3, *udp = frame + info->l4_off;
 	uint16_t sport, dport;
 	uint32_t psum;
@@ -608,7 +609,10 @@ size_t kms_pkt_reply_udp(struct kms_pkt_info *info, uint8_t *frame, size_t cap,
 	/* Everything the rewrite overwrites is read first; then the payload
 	 * goes in (memmove: it may live in this frame), then the headers,
 	 * which lie wholly before it. */
-	memcpy(mac, frame, sizeof(mac));
+	/* The MACs in two words (a stack copy read back 6 bytes at an offset
+	 * of 6 would straddle the stores that wrote it: no forwarding). */
+	memcpy(&dmac, frame, KMS_PKT_ETH_ALEN);
+	memcpy(&smac, frame + KMS_PKT_ETH_ALEN, KMS_PKT_ETH_ALEN);
 	if (v6) {
 		tc = (uint8_t)((ip[0] << 4 | ip[1] >> 4) & 0xfc);
 		memcpy(src, ip + 24, 16);
@@ -624,8 +628,8 @@ size_t kms_pkt_reply_udp(struct kms_pkt_info *info, uint8_t *frame, size_t cap,
 	psum = flags & KMS_PKT_TX_UDP_CSUM ? 0
 					   : kms_pkt_csum_add(0, payload, payload_len);
 	memmove(frame + po, payload, payload_len);
-	memcpy(frame, mac + KMS_PKT_ETH_ALEN, KMS_PKT_ETH_ALEN);
-	memcpy(frame + KMS_PKT_ETH_ALEN, mac, KMS_PKT_ETH_ALEN);
+	memcpy(frame, &smac, KMS_PKT_ETH_ALEN);
+	memcpy(frame + KMS_PKT_ETH_ALEN, &dmac, KMS_PKT_ETH_ALEN);
 	put_ip_udp(frame + l3, v6, src, dst, sport, dport, tc, payload_len,
 		   psum, flags);
 
