@@ -569,6 +569,19 @@ void efx_dep_build_pairs(struct efx *f, struct efx_dep *d,
 	}
 }
 
+void efx_dep_run_pairs(struct efx *f, struct efx_dep *d,
+		       struct efx_dgram *req, struct efx_reply *rep, unsigned n,
+		       const struct efx_party *as)
+{
+	efx_dep_build_pairs(f, d, req, n, as);
+	assert_int_equal(efx_run(f, 0, req, rep, n), n);
+	for (unsigned i = 0; i < n; i++) {
+		assert_int_equal(rep[i].status, KMS_ST_OK);
+		d[i].rep = rep[i];
+		efx_dep_finish(&d[i]);
+	}
+}
+
 void efx_expect_refused(struct efx *f, const struct efx_dgram *d,
 			unsigned *sent, unsigned *drops)
 {

@@ -241,6 +241,11 @@ void efx_pair_of_worker(struct efx *f, unsigned nworkers, unsigned wi,
 void efx_dep_build_pairs(struct efx *f, struct efx_dep *d,
 			 struct efx_dgram *req, unsigned n,
 			 const struct efx_party *as);
+/** efx_dep_build_pairs of @p n deposits, run as one call on worker 0
+ *  (req, rep: n entries each): every one answered OK, each finished. */
+void efx_dep_run_pairs(struct efx *f, struct efx_dep *d,
+		       struct efx_dgram *req, struct efx_reply *rep, unsigned n,
+		       const struct efx_party *as);
 /** Run @p d alone on worker 0: it must be dropped (counted in @p drops)
  *  or refused with an ERROR. Counts @p sent. */
 void efx_expect_refused(struct efx *f, const struct efx_dgram *d,

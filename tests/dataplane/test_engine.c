@@ -546,13 +546,7 @@ static void retrieve_full_batch(void **state)
 	f->batch_max = 256;
 	pol.max_retrievals = 2;
 	efx_reconfigure(f, &pol, 1);
-	efx_dep_build_pairs(f, d, req, nd, PT(P_AS));
-	assert_int_equal(efx_run(f, 0, req, rep, nd), nd);
-	for (unsigned i = 0; i < nd; i++) {
-		assert_int_equal(rep[i].status, KMS_ST_OK);
-		d[i].rep = rep[i];
-		efx_dep_finish(&d[i]);
-	}
+	efx_dep_run_pairs(f, d, req, rep, nd, PT(P_AS));
 	for (unsigned k = 0; k < 3; k++)
 		for (unsigned i = 0; i < nd; i++) {
 			efx_ret_build(f, &r[k * nd + i], &d[i], d[i].b);
@@ -1881,12 +1875,8 @@ static void batch_chunks(struct efx *f, unsigned bmax)
 	assert_true(d && req && rep);
 	f->batch_max = bmax;
 	efx_reconfigure(f, &pol, 1);
-	efx_dep_build_pairs(f, d, req, n, PT(P_AS));
-	assert_int_equal(efx_run(f, 0, req, rep, n), n);
+	efx_dep_run_pairs(f, d, req, rep, n, PT(P_AS));
 	for (unsigned i = 0; i < n; i++) {
-		assert_int_equal(rep[i].status, KMS_ST_OK);
-		d[i].rep = rep[i];
-		efx_dep_finish(&d[i]);
 		/* The pair's i / NPAIRS-th new K (no re-use). */
 		assert_int_equal(d[i].k_gen, i / EFX_NPAIRS + 1);
 		for (unsigned j = 0; j < i; j++)
