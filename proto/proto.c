@@ -164,14 +164,15 @@ static void get_token(struct cur *c, struct kms_token *t)
 
 int kms_id_valid(const struct kms_id *id)
 {
-	unsigned i;
+	unsigned bad = 0;
 
 	if (!id || !id->p || id->len < 1 || id->len > KMS_ID_MAX)
 		return 0;
-	for (i = 0; i < id->len; i++)
-		if (id->p[i] < 0x21 || id->p[i] > 0x7e)
-			return 0;
-	return 1;
+	/* Every byte in 0x21..0x7e; no early exit, so the loop vectorizes
+	 * (two or three IDs a request). */
+	for (unsigned i = 0; i < id->len; i++)
+		bad |= (uint8_t)(id->p[i] - 0x21) > 0x7e - 0x21;
+	return !bad;
 }
 
 int kms_id_from_str(const char *s, struct kms_id *out)
