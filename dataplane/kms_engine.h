@@ -130,7 +130,8 @@ struct kms_stats {
 	/** Log2 histograms: bucket i counts values in [2^i, 2^(i+1)) (0 in
 	 *  bucket 0, the last bucket open-ended). Requests per durable
 	 *  commit, and a batch's service time in us (admission, commit,
-	 *  replies: what its requests waited inside the engine). */
+	 *  replies: what its requests waited inside the engine; deferred
+	 *  records flushed as it starts count in deferred_flush_us only). */
 	uint64_t commit_size[KMS_HIST_BUCKETS], commit_size_sum;
 	uint64_t batch_us[KMS_HIST_BUCKETS], batch_us_sum;
 };
