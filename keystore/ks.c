@@ -1078,6 +1078,15 @@ int kms_ks_nonce_put(struct kms_ks_txn *t, uint64_t expire_ms, uint8_t role,
 		       NONCE_VAL_LEN, 0, "nonces");
 }
 
+/* Entries in a packed record's value: 1..KMS_KS_NONCE_PACK whole ones, or
+ * 0 when its length is no such number. */
+static size_t pack_entries(const MDB_val *v)
+{
+	size_t n = v->mv_size / NONCE_ENT_LEN;
+
+	return n && n <= KMS_KS_NONCE_PACK && !(v->mv_size % NONCE_ENT_LEN) ? n : 0;
+}
+
 /* The entries of one packed record; @return 0, fn's non-zero value, or
  * KMS_ERR_CORRUPT (a length that is no whole number of entries, or an
  * entry expiring after the latest expiry its key gives). */
@@ -1089,9 +1098,9 @@ static int pack_foreach(struct kms_ks_txn *t, const MDB_val *k,
 			void *arg)
 {
 	uint64_t emax = get_be64(k->mv_data);
-	size_t n = v->mv_size / NONCE_ENT_LEN;
+	size_t n = pack_entries(v);
 
-	if (!n || n > KMS_KS_NONCE_PACK || v->mv_size % NONCE_ENT_LEN)
+	if (!n)
 		return txn_corrupt(t, "nonces");
 	for (size_t j = 0; j < n; j++) {
 		const uint8_t *e = (const uint8_t *)v->mv_data + j * NONCE_ENT_LEN;
@@ -1297,10 +1306,8 @@ int kms_ks_nonce_purge(struct kms_ks_txn *t, uint64_t now_ms, unsigned max)
 			ret = txn_fail_mdb(t, rc, "nonces");
 			break;
 		}
-		if (k.mv_size == NONCE_PACK_KEY_LEN &&
-		    v.mv_size && !(v.mv_size % NONCE_ENT_LEN) &&
-		    v.mv_size / NONCE_ENT_LEN <= KMS_KS_NONCE_PACK) {
-			ents = (unsigned)(v.mv_size / NONCE_ENT_LEN);
+		if (k.mv_size == NONCE_PACK_KEY_LEN && pack_entries(&v)) {
+			ents = (unsigned)pack_entries(&v);
 		} else if (k.mv_size != NONCE_KEY_LEN) {
 			ret = txn_corrupt(t, "nonces");
 			break;
