@@ -1748,16 +1748,9 @@ static void test_txn_reset_renew(void **state)
 
 #define NONCES_MAX 128
 
-struct nonce_rec {
-	uint64_t exp;
-	uint8_t role;
-	uint8_t nonce[KMS_NONCE_LEN];
-	uint8_t prefix[8];
-};
-
 struct nonce_list {
 	unsigned n, stop_after;
-	struct nonce_rec r[NONCES_MAX];
+	struct kms_ks_nonce r[NONCES_MAX];
 };
 
 static int nonce_collect(uint64_t expire_ms, uint8_t role,
@@ -1767,21 +1760,21 @@ static int nonce_collect(uint64_t expire_ms, uint8_t role,
 	struct nonce_list *l = arg;
 
 	assert_true(l->n < NONCES_MAX);
-	l->r[l->n].exp = expire_ms;
+	l->r[l->n].expire_ms = expire_ms;
 	l->r[l->n].role = role;
 	memcpy(l->r[l->n].nonce, nonce, KMS_NONCE_LEN);
-	memcpy(l->r[l->n].prefix, pair_prefix, 8);
+	memcpy(l->r[l->n].pair_prefix, pair_prefix, 8);
 	l->n++;
 	return l->stop_after && l->n == l->stop_after ? 42 : 0;
 }
 
-static void mk_nonce(struct nonce_rec *r, uint64_t exp, uint8_t role,
+static void mk_nonce(struct kms_ks_nonce *r, uint64_t exp, uint8_t role,
 		     uint8_t seed)
 {
-	r->exp = exp;
+	r->expire_ms = exp;
 	r->role = role;
 	fill_bytes(r->nonce, KMS_NONCE_LEN, seed);
-	fill_bytes(r->prefix, 8, (uint8_t)(seed + 100));
+	fill_bytes(r->pair_prefix, 8, (uint8_t)(seed + 100));
 }
 
 static struct nonce_list nonces_from(struct kms_ks *ks, uint64_t from)
@@ -1797,13 +1790,20 @@ static struct nonce_list nonces_from(struct kms_ks *ks, uint64_t from)
 	return l;
 }
 
-static void assert_nonce_eq(const struct nonce_rec *x,
-			    const struct nonce_rec *y)
+/* kms_ks_nonce_put of one nonce given as put_many takes it. */
+static int put_one(struct kms_ks_txn *t, const struct kms_ks_nonce *r)
 {
-	assert_int_equal(x->exp, y->exp);
+	return kms_ks_nonce_put(t, r->expire_ms, r->role, r->nonce,
+				r->pair_prefix);
+}
+
+static void assert_nonce_eq(const struct kms_ks_nonce *x,
+			    const struct kms_ks_nonce *y)
+{
+	assert_int_equal(x->expire_ms, y->expire_ms);
 	assert_int_equal(x->role, y->role);
 	assert_memory_equal(x->nonce, y->nonce, KMS_NONCE_LEN);
-	assert_memory_equal(x->prefix, y->prefix, 8);
+	assert_memory_equal(x->pair_prefix, y->pair_prefix, 8);
 }
 
 /* Reading the store's nonces (and, with @p purge, purging them) fails
@@ -1835,7 +1835,7 @@ static void test_nonce_put_foreach(void **state)
 	struct kms_ks_txn *t;
 	/* Written out of order; expiries differ in high and low bytes, and
 	 * two share an expiry (then role, then nonce order them). */
-	struct nonce_rec in[6];
+	struct kms_ks_nonce in[6];
 	static const unsigned order[6] = { 4, 1, 3, 2, 0, 5 };
 	struct nonce_list l;
 
@@ -1847,18 +1847,15 @@ static void test_nonce_put_foreach(void **state)
 	mk_nonce(&in[5], UINT64_MAX, 3, 6);
 	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
 	for (unsigned i = 0; i < 6; i++)
-		assert_int_equal(kms_ks_nonce_put(t, in[i].exp, in[i].role,
-						  in[i].nonce, in[i].prefix),
-				 KMS_OK);
+		assert_int_equal(put_one(t, &in[i]), KMS_OK);
 	/* The same (expiry, role, nonce) again is the same entry. */
-	assert_int_equal(kms_ks_nonce_put(t, in[2].exp, in[2].role, in[2].nonce,
-					  in[2].prefix), KMS_OK);
-	assert_int_equal(kms_ks_nonce_put(t, 1, 3, NULL, in[0].prefix),
+	assert_int_equal(put_one(t, &in[2]), KMS_OK);
+	assert_int_equal(kms_ks_nonce_put(t, 1, 3, NULL, in[0].pair_prefix),
 			 KMS_ERR_INVAL);
 	assert_int_equal(kms_ks_nonce_put(t, 1, 3, in[0].nonce, NULL),
 			 KMS_ERR_INVAL);
 	assert_int_equal(kms_ks_nonce_put(NULL, 1, 3, in[0].nonce,
-					  in[0].prefix), KMS_ERR_INVAL);
+					  in[0].pair_prefix), KMS_ERR_INVAL);
 	assert_int_equal(kms_ks_nonce_foreach(t, 0, NULL, NULL), KMS_ERR_INVAL);
 	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
 	assert_int_equal(counts(ks).nonces, 6);
@@ -1892,8 +1889,8 @@ static void test_nonce_put_foreach(void **state)
 	assert_int_equal(kms_ks_nonce_foreach(t, 0, nonce_collect, &l), 42);
 	assert_int_equal(l.n, 2);
 	/* Read-only: no puts, no purges. */
-	assert_int_equal(kms_ks_nonce_put(t, 1, 3, in[0].nonce, in[0].prefix),
-			 KMS_ERR_INVAL);
+	assert_int_equal(kms_ks_nonce_put(t, 1, 3, in[0].nonce,
+					  in[0].pair_prefix), KMS_ERR_INVAL);
 	assert_int_equal(kms_ks_nonce_purge(t, UINT64_MAX, 100), KMS_ERR_INVAL);
 	kms_ks_txn_abort(t);
 	assert_int_equal(counts(ks).nonces, 6);
@@ -1907,13 +1904,12 @@ static void test_nonce_put_foreach(void **state)
 static void put_nonces(struct kms_ks *ks, uint64_t first, unsigned n)
 {
 	struct kms_ks_txn *t;
-	struct nonce_rec r;
+	struct kms_ks_nonce r;
 
 	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
 	for (unsigned i = 0; i < n; i++) {
 		mk_nonce(&r, first + i, 3, (uint8_t)i);
-		assert_int_equal(kms_ks_nonce_put(t, r.exp, r.role, r.nonce,
-						  r.prefix), KMS_OK);
+		assert_int_equal(put_one(t, &r), KMS_OK);
 	}
 	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
 }
@@ -1946,13 +1942,13 @@ static void test_nonce_purge(void **state)
 	l = nonces_from(ks, 0);
 	assert_int_equal(l.n, 5);
 	for (unsigned i = 0; i < 5; i++)
-		assert_int_equal(l.r[i].exp, 105 + i);
+		assert_int_equal(l.r[i].expire_ms, 105 + i);
 
 	/* Purge and put in one transaction; an empty table purges to 0. */
 	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
 	assert_int_equal(kms_ks_nonce_purge(t, 108, 10), 3);
 	assert_int_equal(kms_ks_nonce_put(t, 50, 3, l.r[0].nonce,
-					  l.r[0].prefix), KMS_OK);
+					  l.r[0].pair_prefix), KMS_OK);
 	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
 	assert_int_equal(counts(ks).nonces, 3);
 	assert_int_equal(kms_ks_txn_begin(ks, 0, &t), KMS_OK);
@@ -1961,15 +1957,6 @@ static void test_nonce_purge(void **state)
 	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
 	assert_int_equal(counts(ks).nonces, 0);
 	kms_ks_close(ks);
-}
-
-static void assert_nonce_is(const struct nonce_rec *x,
-			    const struct kms_ks_nonce *y)
-{
-	assert_int_equal(x->exp, y->expire_ms);
-	assert_int_equal(x->role, y->role);
-	assert_memory_equal(x->nonce, y->nonce, KMS_NONCE_LEN);
-	assert_memory_equal(x->prefix, y->pair_prefix, 8);
 }
 
 /* kms_ks_nonce_put_many: 100 nonces in three packed records (44, 44, 12),
@@ -1981,7 +1968,7 @@ static void test_nonce_packed(void **state)
 	struct kms_ks *ks = open_ks(f, 0, 1);
 	struct kms_ks_txn *t;
 	struct kms_ks_nonce v[100];
-	struct nonce_rec one;
+	struct kms_ks_nonce one;
 	struct nonce_list l;
 	uint8_t key[20] = { 0 }, val[30] = { 0 };
 
@@ -1999,8 +1986,7 @@ static void test_nonce_packed(void **state)
 	assert_int_equal(kms_ks_nonce_put_many(NULL, v, 1), KMS_ERR_INVAL);
 	assert_int_equal(kms_ks_nonce_put_many(t, v, 0), KMS_OK);
 	assert_int_equal(kms_ks_nonce_put_many(t, v, 100), KMS_OK);
-	assert_int_equal(kms_ks_nonce_put(t, one.exp, one.role, one.nonce,
-					  one.prefix), KMS_OK);
+	assert_int_equal(put_one(t, &one), KMS_OK);
 	assert_int_equal(kms_ks_txn_commit(t), KMS_OK);
 	assert_int_equal(counts(ks).nonces, 4);	/* records */
 	kms_ks_close(ks);
@@ -2010,15 +1996,15 @@ static void test_nonce_packed(void **state)
 	l = nonces_from(ks, 0);
 	assert_int_equal(l.n, 101);
 	for (unsigned i = 0; i < 44; i++)
-		assert_nonce_is(&l.r[i], &v[i]);
+		assert_nonce_eq(&l.r[i], &v[i]);
 	assert_nonce_eq(&l.r[44], &one);
 	for (unsigned i = 44; i < 100; i++)
-		assert_nonce_is(&l.r[i + 1], &v[i]);
+		assert_nonce_eq(&l.r[i + 1], &v[i]);
 	/* From a time inside the first record: its older entries skipped. */
 	l = nonces_from(ks, 1020);
 	assert_int_equal(l.n, 24 + 1 + 56);
-	assert_nonce_is(&l.r[0], &v[0]);
-	assert_nonce_is(&l.r[23], &v[23]);
+	assert_nonce_eq(&l.r[0], &v[0]);
+	assert_nonce_eq(&l.r[23], &v[23]);
 	assert_nonce_eq(&l.r[24], &one);
 	/* Read-only: no puts. */
 	assert_int_equal(kms_ks_txn_begin(ks, 1, &t), KMS_OK);
